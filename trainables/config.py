@@ -1,0 +1,70 @@
+"""The configuration of one training run: the single source of its fields, defaults, limits and help text
+(`samat train` builds its flags from it; sweep specs and checkpoints store it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainables.evaluate import parse_attack
+
+Method = Literal["sgd", "sam", "asam", "at", "fast_at", "sam_at"]
+Model = Literal["small_cnn", "mlp", "preact_resnet18", "wrn", "vit_tiny"]
+Dataset = Literal["digits", "cifar10", "cifar100", "tinyimagenet"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Dataset = Field("digits", description="data set")
+    data_dir: str = Field("data", description="folder holding cifar-10-batches-py, cifar-100-python or "
+                                              "tiny-imagenet-200 (digits ships with scikit-learn)")
+    download: bool = Field(False, description="download CIFAR into --data-dir if missing (needs the network)")
+    image_size: int | None = Field(None, ge=8, description="resize tinyimagenet to this size (the paper used 32)")
+    model: Model = Field("small_cnn", description="architecture")
+    depth: int = Field(28, ge=10, description="wrn depth (6n+4)")
+    width: int = Field(10, ge=1, description="wrn width factor")
+    method: Method = Field("sgd", description="training method: input perturbation x weight perturbation")
+    rho: float = Field(0.05, ge=0, description="SAM/ASAM radius ρ (ASAM typically 0.5-2)")
+    eta: float = Field(0.01, ge=0, description="ASAM's η in T = |w| + η")
+    norm: Literal["linf", "l2"] = Field("linf", description="adversarial-training threat model")
+    eps: float = Field(8 / 255, ge=0, le=1, description="adversarial-training radius ε in pixel units [0, 1]")
+    attack_steps: int = Field(10, ge=1, description="PGD steps for at / sam_at")
+    alpha: float | None = Field(None, gt=0, description="attack step size (default 2.5ε/steps for PGD, 1.25ε "
+                                                        "for FGSM)")
+    epochs: int = Field(10, ge=1, description="training epochs")
+    batch_size: int = Field(128, ge=2, description="training batch size")
+    lr: float = Field(0.1, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="weight decay")
+    schedule: Literal["piecewise", "cosine", "constant"] = Field(
+        "piecewise", description="learning-rate schedule (piecewise: x0.1 at 75%, x0.01 at 90% of training)")
+    seed: int = Field(0, ge=0, description="random seed (CPU runs repeat exactly)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+    eval_attacks: tuple[str, ...] = Field(("pgd_linf_2of255", "pgd_linf_8of255"),
+                                          description="attacks evaluated after the last epoch, comma-separated")
+    epoch_attacks: tuple[str, ...] = Field((), description="attacks also evaluated after every epoch")
+    eval_n: int = Field(1000, ge=1, description="robust accuracy uses the first N test images")
+
+    @field_validator("eval_attacks", "epoch_attacks", mode="before")
+    @classmethod
+    def split_names(cls, value):
+        if isinstance(value, str):
+            value = [name for name in value.split(",") if name.strip()]
+        return tuple(parse_attack(name).name for name in value)  # canonical names, checked
+
+    @model_validator(mode="after")
+    def check_combination(self):
+        if self.model == "wrn" and (self.depth - 4) % 6:
+            raise ValueError(f"depth: wrn depth must be 6n+4 (16, 22, 28, 34, ...), got {self.depth}")
+        return self
+
+    @property
+    def attack_specs(self):
+        return [parse_attack(name) for name in self.eval_attacks]
+
+    @property
+    def epoch_attack_specs(self):
+        return [parse_attack(name) for name in self.epoch_attacks]

@@ -1,0 +1,188 @@
+"""Data sets as tensors resident on the training device, pixels in [0, 1], and batched on-device augmentation.
+
+No DataLoader: a whole data set (digits 0.5 MB, CIFAR 600 MB as float32) lives on the device, batches are
+index slices of it, and crop/flip run as a few tensor ops per batch (the airbench way)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("digits", "cifar10", "cifar100", "tinyimagenet")
+
+
+class DataError(Exception):
+    """A data set that cannot be found or read; the message says where it was looked for and how to get it."""
+
+
+@dataclass
+class ImageData:
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float in [0, 1]
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int  # random-crop padding in pixels (reflect); 0 disables the crop
+    flip: bool  # random horizontal flip (wrong for digits, right for natural images)
+
+    @property
+    def channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[-1]
+
+    def to(self, device: torch.device) -> ImageData:
+        for field in ("train_x", "train_y", "test_x", "test_y"):
+            setattr(self, field, getattr(self, field).to(device, non_blocking=True))
+        return self
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
+    """Random crop (reflect padding) and horizontal flip for a whole batch, on the batch's device."""
+    n, _, h, w = x.shape
+    if padding:
+        padded = F.pad(x, (padding,) * 4, mode="reflect")
+        dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device)
+        dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device).view(1, h, 1)).expand(n, h, w)
+        cols = (dx + torch.arange(w, device=x.device).view(1, 1, w)).expand(n, h, w)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # one gather for all crops
+    if flip:
+        x = torch.where(torch.rand(n, 1, 1, 1, device=x.device) < 0.5, x.flip(3), x)
+    return x.contiguous()
+
+
+def load_digits_data() -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), split 80/20 with a fixed permutation."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    n_test = len(y) // 5
+    train_x = x[n_test:]
+    return ImageData("digits", train_x, y[n_test:], x[:n_test], y[:n_test], 10,
+                     (train_x.mean().item(),), (train_x.std().item(),), crop_padding=1, flip=False)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR's python batches are pickles; allow only what they hold (numpy arrays, lists, dicts, bytes)."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
+    try:
+        entry = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return data, list(entry[label_key])
+    except (OSError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
+        raise DataError(f"cannot read CIFAR batch {path}: {e}") from e
+
+
+CIFAR = {  # name: (folder, train files, test files, label key, classes, mean, std)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10,
+                (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100,
+                 (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def load_cifar(name: str, data_dir: Path, download: bool = False) -> ImageData:
+    folder, train_files, test_files, label_key, classes, mean, std = CIFAR[name]
+    root = data_dir / folder
+    if download and not root.is_dir():
+        from torchvision import datasets  # downloads and checks the archive's md5
+
+        try:
+            (datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100)(str(data_dir), download=True)
+        except Exception as e:  # noqa: BLE001 - any network failure becomes one clear line
+            raise DataError(f"downloading {name} into {data_dir} failed: {e}") from e
+    missing = [f for f in train_files + test_files if not (root / f).is_file()]
+    if missing:
+        raise DataError(f"{name} not found: looked for {root}/{{{','.join(missing)}}}; pass --download where the "
+                        f"network allows, or --data-dir DIR where DIR holds {folder}/ (the python version from "
+                        f"https://www.cs.toronto.edu/~kriz/cifar.html)")
+
+    def read(files):
+        parts = [_read_cifar_batch(root / f, label_key) for f in files]
+        x = torch.from_numpy(np.concatenate([p[0] for p in parts])).float() / 255.0
+        y = torch.tensor([label for p in parts for label in p[1]], dtype=torch.int64)
+        return x, y
+
+    (train_x, train_y), (test_x, test_y) = read(train_files), read(test_files)
+    return ImageData(name, train_x, train_y, test_x, test_y, classes, mean, std, crop_padding=4, flip=True)
+
+
+def load_tinyimagenet(data_dir: Path, image_size: int | None = None) -> ImageData:
+    """The standard `tiny-imagenet-200` folder: wnids.txt, train/<wnid>/images/*.JPEG, and val/images with
+    val/val_annotations.txt (the labelled validation set serves as the test set). `image_size` resizes (the
+    paper used 32)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    root = data_dir / "tiny-imagenet-200"
+    annotations = root / "val" / "val_annotations.txt"
+    if not (root / "wnids.txt").is_file() or not annotations.is_file():
+        raise DataError(f"tinyimagenet not found: looked for {root}/wnids.txt and {annotations}; download and unzip "
+                        f"http://cs231n.stanford.edu/tiny-imagenet-200.zip into the folder given by --data-dir")
+    wnids = (root / "wnids.txt").read_text().split()
+    label_of = {wnid: i for i, wnid in enumerate(wnids)}
+
+    def read(paths: list[Path]) -> torch.Tensor:
+        try:
+            images = torch.stack([decode_image(str(p), mode=ImageReadMode.RGB) for p in paths]).float() / 255.0
+        except RuntimeError as e:
+            raise DataError(f"cannot read a tinyimagenet image under {root}: {e}") from e
+        if image_size and image_size != images.shape[-1]:
+            images = F.interpolate(images, size=image_size, mode="bilinear", antialias=True, align_corners=False)
+        return images.clamp_(0, 1)
+
+    train_paths, train_labels = [], []
+    for wnid in wnids:
+        for p in sorted((root / "train" / wnid / "images").glob("*.JPEG")):
+            train_paths.append(p)
+            train_labels.append(label_of[wnid])
+    test_paths, test_labels = [], []
+    for line in annotations.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2 and fields[1] in label_of:
+            test_paths.append(root / "val" / "images" / fields[0])
+            test_labels.append(label_of[fields[1]])
+    if not train_paths or not test_paths:
+        raise DataError(f"tinyimagenet at {root} has no images ({len(train_paths)} train, {len(test_paths)} val)")
+    return ImageData("tinyimagenet", read(train_paths), torch.tensor(train_labels), read(test_paths),
+                     torch.tensor(test_labels), len(wnids), (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262),
+                     crop_padding=4, flip=True)
+
+
+def load_dataset(name: str, data_dir: str | Path = "data", download: bool = False,
+                 image_size: int | None = None) -> ImageData:
+    data_dir = Path(data_dir).expanduser().resolve()
+    if name == "digits":
+        return load_digits_data()
+    if name in CIFAR:
+        return load_cifar(name, data_dir, download)
+    if name == "tinyimagenet":
+        return load_tinyimagenet(data_dir, image_size)
+    raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")

@@ -1,0 +1,171 @@
+"""One training run with torch alone: build everything from a TrainConfig, train epoch by epoch, evaluate,
+save and resume. Ray, the CLI and the benchmarks all drive it through `fit` or the `Run` methods."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from trainables.config import TrainConfig
+from trainables.data import ImageData, augment, load_dataset
+from trainables.evaluate import evaluate
+from trainables.models import build_model
+from trainables.step import make_step
+
+CHECKPOINT_FORMAT = "samat-checkpoint-1"
+
+
+class CheckpointError(Exception):
+    """A checkpoint file that is unreadable, not samat's, or for another model."""
+
+
+class DivergenceError(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for but no CUDA device is available")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """Multiplier of the peak learning rate at `progress` in [0, 1) of training."""
+    if schedule == "piecewise":  # the paper's: x1 to 75%, x0.1 to 90%, then x0.01
+        return 1.0 if progress < 0.75 else 0.1 if progress < 0.9 else 0.01
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+class Run:
+    def __init__(self, config: TrainConfig, data: ImageData | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        data = data or load_dataset(config.dataset, config.data_dir, config.download, config.image_size)
+        self.data = data.to(self.device)
+        self.model = build_model(config.model, channels=data.channels, num_classes=data.num_classes,
+                                 image_size=data.image_size, mean=data.mean, std=data.std,
+                                 depth=config.depth, width=config.width).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.batches_per_epoch = max(1, len(data.train_y) // config.batch_size)  # drop the ragged last batch
+        total = config.epochs * self.batches_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(config.schedule, step / total))
+        self.step = make_step(config.method, rho=config.rho, eta=config.eta, norm=config.norm, eps=config.eps,
+                              attack_steps=config.attack_steps, alpha=config.alpha)
+        self.epoch = 0
+        self.train_time_s = 0.0
+
+    def train_epoch(self, on_batch: Callable[[Run, int], None] | None = None) -> dict[str, float]:
+        data, cfg = self.data, self.config
+        self.model.train()
+        start = time.perf_counter()
+        order = torch.randperm(len(data.train_y), device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        for i in range(self.batches_per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x, y = augment(data.train_x[idx], data.crop_padding, data.flip), data.train_y[idx]
+            loss, logits = self.step(self.model, x, y, self.optimizer)
+            self.scheduler.step()
+            loss_sum += loss * len(y)  # accumulated on the device: no host sync inside the epoch
+            correct += (logits.argmax(1) == y).sum()
+            if on_batch:
+                on_batch(self, i)
+        seen = self.batches_per_epoch * cfg.batch_size
+        train_loss = loss_sum.item() / seen
+        self.train_time_s += time.perf_counter() - start
+        self.epoch += 1
+        if not math.isfinite(train_loss):
+            raise DivergenceError(f"training loss became {train_loss} in epoch {self.epoch} (lr={cfg.lr:g}); "
+                                  f"lower the learning rate")
+        return {"epoch": self.epoch, "train_loss": train_loss, "train_acc": correct.item() / seen,
+                "lr": self.scheduler.get_last_lr()[0], "train_time_s": self.train_time_s}
+
+    def evaluate(self, attacks=None) -> dict[str, float]:
+        cfg = self.config
+        attacks = cfg.attack_specs if attacks is None else attacks
+        return evaluate(self.model, self.data.test_x, self.data.test_y, self.data.num_classes, attacks, cfg.eval_n)
+
+    # ---- checkpoints: tensors, numbers and strings only, so torch.load(weights_only=True) can read them ----
+
+    def state_dict(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "config": self.config.model_dump(mode="json"), "epoch": self.epoch,
+                "train_time_s": self.train_time_s, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
+        saved = state["config"]
+        for field in ("dataset", "model", "depth", "width", "method"):
+            if saved.get(field) != getattr(self.config, field):
+                raise CheckpointError(f"{source}: saved for {field}={saved.get(field)!r}, this run has "
+                                      f"{field}={getattr(self.config, field)!r}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{source}: does not fit this model: {str(e).splitlines()[0]}") from e
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.train_time_s = state["epoch"], state["train_time_s"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a crash mid-write leaves the previous checkpoint, never half a file."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(read_checkpoint(path), str(path))
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a samat checkpoint without ever unpickling code (weights_only=True)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated or foreign files all end here
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable samat checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a samat checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def fit(config: TrainConfig, on_epoch: Callable[[dict, Run], None] | None = None,
+        on_batch: Callable[[Run, int], None] | None = None, resume_from: str | Path | None = None,
+        data: ImageData | None = None) -> dict[str, float]:
+    """Train to `config.epochs`, calling `on_epoch(metrics, run)` after each epoch; the last epoch's metrics
+    (with every attack of `config.eval_attacks`) are returned. `resume_from` continues from a checkpoint."""
+    run = Run(config, data)
+    if resume_from:
+        run.load(resume_from)
+    metrics: dict[str, float] = {}
+    while run.epoch < config.epochs:
+        metrics = run.train_epoch(on_batch)
+        last = run.epoch == config.epochs
+        attacks = config.epoch_attack_specs
+        if last:
+            attacks += [a for a in config.attack_specs if a not in attacks]
+        metrics |= run.evaluate(attacks)
+        metrics["epochs"] = run.epoch
+        if on_epoch:
+            on_epoch(metrics, run)
+    if not metrics:  # resumed from a checkpoint of the last epoch: nothing left to train
+        metrics = {"epoch": run.epoch, "epochs": run.epoch, "train_time_s": run.train_time_s} | run.evaluate()
+    return metrics
