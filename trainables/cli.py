@@ -40,7 +40,12 @@ def describe_validation_error(error: ValidationError, name_of=flag) -> str:
     if not first["loc"]:  # a check across fields names its field at the start of its message
         return message
     where = name_of(".".join(str(part) for part in first["loc"]))
-    return f"{where}={first['input']!r}: {message}" if "input" in first else f"{where}: {message}"
+    return f"{where}={show(first['input'])}: {message}" if "input" in first else f"{where}: {message}"
+
+
+def show(value) -> str:
+    """A value as the user typed it: plain words bare, anything else (empty, spaced, lists) as Python writes it."""
+    return value if isinstance(value, str) and value and not any(c.isspace() for c in value) else repr(value)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -82,14 +87,14 @@ def train_command(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     if config.dataset != "digits" and not config.download and not Path(config.data_dir).expanduser().is_dir():
-        raise UsageError(f"--data-dir={config.data_dir!r}: no such folder (it should hold the {config.dataset} "
+        raise UsageError(f"--data-dir={show(config.data_dir)}: no such folder (it should hold the {config.dataset} "
                          f"files; --download fetches CIFAR where the network allows)")
     if args.resume and not Path(args.resume).is_file():
-        raise UsageError(f"--resume={args.resume!r}: no such checkpoint file")
+        raise UsageError(f"--resume={show(args.resume)}: no such checkpoint file")
     try:
         resolve_device(config.device)
     except ValueError as e:
-        raise UsageError(f"--device={config.device!r}: {e}") from None
+        raise UsageError(f"--device={config.device}: {e}") from None
 
     console = Console(stderr=True)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

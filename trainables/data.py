@@ -139,7 +139,7 @@ def load_tinyimagenet(data_dir: Path, image_size: int | None = None) -> ImageDat
     """The standard `tiny-imagenet-200` folder: wnids.txt, train/<wnid>/images/*.JPEG, and val/images with
     val/val_annotations.txt (the labelled validation set serves as the test set). `image_size` resizes (the
     paper used 32)."""
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image, UnidentifiedImageError
 
     root = data_dir / "tiny-imagenet-200"
     annotations = root / "val" / "val_annotations.txt"
@@ -151,9 +151,10 @@ def load_tinyimagenet(data_dir: Path, image_size: int | None = None) -> ImageDat
 
     def read(paths: list[Path]) -> torch.Tensor:
         try:
-            images = torch.stack([decode_image(str(p), mode=ImageReadMode.RGB) for p in paths]).float() / 255.0
-        except RuntimeError as e:
+            pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])  # greyscale ones too
+        except (OSError, UnidentifiedImageError) as e:
             raise DataError(f"cannot read a tinyimagenet image under {root}: {e}") from e
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
         if image_size and image_size != images.shape[-1]:
             images = F.interpolate(images, size=image_size, mode="bilinear", antialias=True, align_corners=False)
         return images.clamp_(0, 1)

@@ -1,0 +1,77 @@
+"""Cost of a training step relative to SGD, side by side in one run on the same model and batch.
+
+    uv run python bench/step_cost.py                      # small_cnn, CIFAR-shaped batch of 128, on the CPU
+    uv run python bench/step_cost.py --model preact_resnet18 --batch-size 32 --repeats 5
+
+Goals: SAM / SGD <= 2.1 (two forward+backward passes is the floor of 2.0); PGD-k AT / SGD <= 1.05 (k + 1).
+Steps are timed interleaved (sgd, sam, at, sgd, ...) so drift of the machine hits every method alike; the
+median of the repeats is reported. Torch only: runs wherever torch does (no Ray, no data download)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from trainables.models import build_model
+from trainables.step import make_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="small_cnn")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--attack-steps", type=int, default=10, help="k of PGD-k adversarial training")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = build_model(args.model, channels=args.channels, num_classes=10, image_size=args.image_size,
+                        mean=(0.5,) * args.channels, std=(0.25,) * args.channels).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    steps = {"sgd": make_step("sgd"), "sam": make_step("sam", rho=0.05),
+             f"at (PGD-{args.attack_steps})": make_step("at", eps=8 / 255, attack_steps=args.attack_steps)}
+
+    def timed(step) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step(model, x, y, optimizer)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    model.train()
+    for _ in range(args.warmup):
+        for step in steps.values():
+            timed(step)
+    times = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            times[name].append(timed(step))
+    median = {name: statistics.median(t) for name, t in times.items()}
+
+    k = args.attack_steps
+    goals = {"sgd": None, "sam": 2.1, f"at (PGD-{k})": 1.05 * (k + 1)}
+    threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    print(f"{args.model}, batch {args.batch_size} x {args.channels}x{args.image_size}x{args.image_size}, "
+          f"device {device} (torch threads {threads}), median of {args.repeats}")
+    print(f"{'method':<16}{'ms/step':>10}{'x SGD':>8}{'goal':>8}  ")
+    for name, seconds in median.items():
+        ratio = seconds / median["sgd"]
+        goal = goals[name]
+        verdict = "" if goal is None else ("ok" if ratio <= goal else "MISSED")
+        print(f"{name:<16}{1000 * seconds:>10.1f}{ratio:>8.2f}{'' if goal is None else f'{goal:.2f}':>8}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

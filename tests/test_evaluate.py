@@ -1,0 +1,57 @@
+"""Robust evaluation through torchattacks: names round-trip, no gradient masking, AT beats SGD under attack."""
+
+import pytest
+import torch
+
+from trainables.evaluate import parse_attack, robust_accuracy, evaluate
+
+
+@pytest.mark.parametrize("name", ["pgd_linf_2of255", "pgd20_l2_32of255", "fgsm_linf_8of255", "pgd_linf_0.1",
+                                  "autoattack_linf_8of255", "autoattack_l2_0.5", "fab_linf_8of255",
+                                  "square_l2_0.5", "cw", "cw50"])
+def test_attack_names_round_trip(name):
+    assert parse_attack(name).name == name
+    assert parse_attack(name).metric == f"robust_acc/{name}"
+
+
+def test_attack_defaults_follow_the_paper():
+    pgd = parse_attack("pgd10_linf_8of255")
+    assert (pgd.kind, pgd.norm, pgd.steps) == ("pgd", "linf", 10) and pgd.eps == pytest.approx(8 / 255)
+    assert pgd.name == "pgd_linf_8of255"  # default step count left out of the name
+
+
+@pytest.mark.parametrize("bad", ["pgd", "pgd_linf", "pgd_linf_300of255", "fgsm_l2_0.5", "fgsm5_linf_0.1",
+                                 "deepfool_l2_0.5", "cw_l2_0.5", "pgd_l3_0.1", "pgd0_linf_0.1"])
+def test_bad_attack_names_are_rejected(bad):
+    with pytest.raises(ValueError, match="attack"):
+        parse_attack(bad)
+
+
+def test_pgd_accuracy_falls_to_zero_as_eps_grows(trained_digits_model, digits):
+    """No gradient masking: a stronger attack always does at least as well, and a large ball breaks the model."""
+    x, y = digits.test_x, digits.test_y
+    torch.manual_seed(0)
+    accs = [robust_accuracy(trained_digits_model, parse_attack(f"pgd_linf_{e}"), x, y, 10)
+            for e in (0.02, 0.05, 0.1, 0.2, 0.4)]
+    clean = evaluate(trained_digits_model, x, y, 10)["clean_acc"]
+    assert clean > 0.95
+    assert all(a >= b - 0.01 for a, b in zip([clean] + accs, accs)), accs
+    assert accs[-1] <= 0.02 and accs[0] > 0.5, accs
+    # the same ε with FGSM (one step) is weaker than PGD-10
+    fgsm = robust_accuracy(trained_digits_model, parse_attack("fgsm_linf_0.1"), x, y, 10)
+    assert fgsm >= accs[2]
+
+
+@pytest.mark.parametrize("name", ["pgd_l2_0.5", "autoattack_linf_0.1", "fab_linf_0.1", "square_linf_0.1", "cw"])
+def test_every_attack_kind_runs_and_only_lowers_accuracy(trained_digits_model, digits, name):
+    x, y = digits.test_x[:40], digits.test_y[:40]
+    metrics = evaluate(trained_digits_model, x, y, 10, [parse_attack(name)], n_robust=40)
+    assert 0 <= metrics[f"robust_acc/{name}"] <= metrics["clean_acc"]
+    assert all(p.requires_grad and p.grad is None for p in trained_digits_model.parameters())
+
+
+def test_adversarial_training_beats_sgd_under_pgd(robust_digits_metrics):
+    sgd, at = robust_digits_metrics["sgd"], robust_digits_metrics["at"]
+    key = "robust_acc/pgd_linf_0.1"
+    assert at[key] > sgd[key] + 0.2, (sgd[key], at[key])
+    assert sgd["clean_acc"] >= 0.95 and at["clean_acc"] >= 0.9
