@@ -2,9 +2,109 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from pathlib import Path
 
-from trainables.cli import USAGE_ERROR, OneLineParser, UsageError, add_train_parser
+from trainables.cli import USAGE_ERROR, OneLineParser, UsageError, add_train_parser, show
+
+INTERRUPTED = 130
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def add_sweep_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="search ρ, ε and the architecture with Ray Tune and Optuna (clean vs robust accuracy)",
+        description="Run a sweep spec on Ray Tune with Optuna's multi-objective search and print its Pareto "
+                    "front. With no SPEC, runs sweeps/quick.yaml on a local Ray (a few minutes on a laptop).")
+    parser.add_argument("spec", nargs="?", default="quick", metavar="SPEC",
+                        help="a spec in sweeps/ by name (quick, cifar10, cifar10_arch, cifar100, tinyimagenet) "
+                             "or a YAML file [default: quick]")
+    parser.add_argument("--trials", type=positive_int, help="number of trials [default: the spec's]")
+    parser.add_argument("--concurrency", type=positive_int, help="trials at once [default: the spec's]")
+    parser.add_argument("--results", default="results", metavar="DIR",
+                        help="folder (or s3://... URI) for Ray results, checkpoints and the Optuna study "
+                             "[default: results]")
+    parser.add_argument("--name", help="sweep name [default: the spec's name, numbered -2, -3... if taken; with "
+                                       "--resume, the latest sweep of this spec]")
+    parser.add_argument("--address", help="join this Ray cluster instead of starting one [default: RAY_ADDRESS]")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted sweep: finished trials are kept, unfinished ones continue "
+                             "from their last checkpoint")
+    parser.set_defaults(handler=sweep_command)
+
+
+def check_results_dir(results: str) -> None:
+    """Refuse an unusable results folder before anything is started or written."""
+    if "://" in results:
+        return
+    path = Path(results).expanduser()
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--results={show(results)}: exists and is not a folder")
+    if existing is None or not os.access(existing, os.W_OK):
+        raise UsageError(f"--results={show(results)}: cannot write there ({existing} is not writable)")
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from sweeps.progress import ProgressCallback, SweepDisplay
+    from sweeps.run import run_sweep, latest_name
+    from sweeps.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+    check_results_dir(args.results)
+    if args.resume and "://" not in args.results:
+        name = args.name or latest_name(Path(args.results).expanduser(), spec.name)
+        if not name or not (Path(args.results).expanduser() / name).is_dir():
+            raise UsageError(f"--resume: no sweep of {spec.name!r} to resume in {args.results}")
+    console = Console(stderr=True)
+    n_trials = args.trials or spec.search.trials
+    console.print(f"[bold]samat sweep[/bold] {spec.name}: {n_trials} trials of {', '.join(spec.models)} x "
+                  f"{', '.join(spec.methods)} on {spec.dataset}; objectives "
+                  f"{', '.join(f'{o.metric} ({o.direction})' for o in spec.objectives)}")
+    with SweepDisplay(spec, n_trials, console):
+        result = run_sweep(spec, trials=args.trials, concurrency=args.concurrency, results_dir=args.results,
+                           name=args.name, address=args.address, resume=args.resume,
+                           callbacks=[ProgressCallback()])
+    print_front(result, Console())
+    console.print(f"results: {result.path}   optuna study: {result.optuna_storage} (study {result.name!r})   "
+                  f"wall time {result.wall_s:.0f} s")
+    if not result.finished:
+        console.print(f"[yellow]The sweep stopped before all trials finished.[/yellow] Resume it with:\n"
+                      f"  uv run samat sweep {args.spec} --resume --name {result.name} --results {args.results}")
+        return INTERRUPTED
+    return 0
+
+
+def print_front(result, console) -> None:
+    from rich.table import Table
+
+    from sweeps.progress import format_params
+
+    failed = sum(r["status"] == "error" for r in result.trials)
+    table = Table(title=f"Pareto front of {result.name}: {len(result.front)} of "
+                        f"{len(result.trials)} trials{f' ({failed} failed)' if failed else ''}")
+    for column in ("trial", "method", "model", "params", *result.objectives):
+        table.add_column(column, justify="right" if column in result.objectives else "left")
+    for row in result.front:
+        p = row["params"]
+        table.add_row(row["trial_id"], p["method"], p["model"], format_params(p), *(f"{v:.4f}" for v in row["values"]))
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      "with Ray Tune and Optuna, compare clean/robust Pareto fronts.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(subparsers)
+    add_sweep_parser(subparsers)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)

@@ -1,0 +1,88 @@
+"""Live progress of a sweep on stderr: a bar over the trials, the running ones' epochs, a line per finished trial.
+
+Tune pickles its callbacks with the experiment and brings them back on resume, so `ProgressCallback` holds no
+state: it forwards events to whichever `SweepDisplay` is open in this process (none in scripts that do not
+want one)."""
+
+from __future__ import annotations
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+_open_display: SweepDisplay | None = None
+
+
+def format_params(params: dict) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+                    if k not in ("model", "method"))
+
+
+class SweepDisplay:
+    def __init__(self, spec, n_trials: int, console: Console | None = None, done: int = 0):
+        self.spec, self.console = spec, console or Console(stderr=True)
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[running]}"), console=self.console)
+        self.task = self.progress.add_task(f"sweep {spec.name}", total=n_trials, completed=done, running="")
+        self.running: dict[str, str] = {}
+        self.console.print(f"finished trials show: trial method model params -> "
+                           f"{' / '.join(spec.objective_metrics)}")
+
+    def __enter__(self):
+        global _open_display
+        self.progress.start()
+        _open_display = self
+        return self
+
+    def __exit__(self, *exc):
+        global _open_display
+        _open_display = None
+        self.progress.stop()
+
+    def _refresh(self):
+        self.progress.update(self.task, running="  ".join(self.running.values()))
+
+    def trial_started(self, trial) -> None:
+        self.running[trial.trial_id] = f"{trial.trial_id[-4:]}:{trial.config.get('method')}"
+        self._refresh()
+
+    def trial_result(self, trial, result: dict) -> None:
+        epochs = self.spec.train.get("epochs", "?")
+        self.running[trial.trial_id] = f"{trial.trial_id[-4:]}:{trial.config.get('method')} " \
+                                       f"ep {result.get('epoch')}/{epochs if isinstance(epochs, int) else '?'}"
+        self._refresh()
+
+    def trial_finished(self, trial, error: str | None = None) -> None:
+        from sweeps.run import searched_params
+
+        self.running.pop(trial.trial_id, None)
+        params = searched_params(trial.config, self.spec)
+        head = f"{trial.trial_id} {params['method']:<7} {params['model']:<9} {format_params(params)}"
+        result = trial.last_result or {}
+        if error:
+            self.console.print(f"[red]✗[/red] {head} -> failed: {error}", soft_wrap=True)
+        else:
+            values = " / ".join(f"{result.get(m, float('nan')):.3f}" for m in self.spec.objective_metrics)
+            self.console.print(f"[green]✓[/green] {head} -> {values}  ({result.get('time_total_s', 0):.1f} s)",
+                               soft_wrap=True)
+        self.progress.advance(self.task)
+        self._refresh()
+
+
+class ProgressCallback(Callback):
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if _open_display:
+            _open_display.trial_started(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if _open_display:
+            _open_display.trial_result(trial, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if _open_display:
+            _open_display.trial_finished(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if _open_display:
+            message = str(getattr(trial, "error_msg", None) or "error").strip().splitlines()
+            _open_display.trial_finished(trial, error=message[-1] if message else "error")

@@ -1,0 +1,210 @@
+"""Run a sweep spec as a Ray Tune experiment searched by Optuna (multi-objective), and find its Pareto front.
+
+    run_sweep(load_spec("quick")) -> SweepResult(trials, front, ...)
+
+Tune is the outer shell: the trainable is `trainables.tune.train_trial`; Optuna's sampler proposes each trial
+through Ray's OptunaSearch with a define-by-run space, and its study lives in an sqlite file beside the Ray
+results so `optuna.load_study` and optuna-dashboard can open it while the sweep runs or after."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.pareto import pareto_ranks
+from sweeps.spec import Choice, Param, Range, SweepSpec
+
+OPTUNA_FILE = "optuna.db"
+
+
+class SearchSpace:
+    """Optuna define-by-run space: model, method, then only the chosen method's parameters (namespaced
+    `method.param`, so `sam.rho` and `sam_at.rho` are separate distributions). A class, not a closure, because
+    Ray pickles the searcher with the experiment state."""
+
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+
+    def __call__(self, trial) -> dict[str, Any]:
+        spec, constants = self.spec, dict(self.spec.base_config())
+        constants["model"] = suggest(trial, "model", Choice(choices=list(spec.models)))
+        method = constants["method"] = suggest(trial, "method", Choice(choices=list(spec.methods)))
+        for name, value in spec.train.items():
+            constants[name] = suggest(trial, name, value)
+        for name, value in spec.methods[method].items():
+            constants[f"{method}.{name}"] = suggest(trial, f"{method}.{name}", value)
+        # only searched values are Optuna parameters; constants ride along in the returned dict
+        return {k: v for k, v in constants.items() if k not in trial.params}
+
+
+def suggest(trial, name: str, value: Param):
+    if isinstance(value, Range):
+        if value.is_int:
+            return trial.suggest_int(name, value.low, value.high, log=value.log)
+        return trial.suggest_float(name, value.low, value.high, log=value.log)
+    if isinstance(value, Choice):
+        return trial.suggest_categorical(name, value.choices) if len(value.choices) > 1 else value.choices[0]
+    return value
+
+
+def make_sampler(spec: SweepSpec):
+    import optuna
+
+    s = spec.search
+    if s.sampler == "nsga2":
+        population = s.population_size or min(50, max(4, s.trials // 3))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=s.seed)
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed)
+    return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+@dataclass
+class SweepResult:
+    name: str
+    path: Path  # the Ray experiment folder
+    optuna_storage: str  # an RDB URL for optuna.load_study / optuna-dashboard
+    objectives: list[str]
+    directions: list[str]
+    trials: list[dict]  # one row per trial: trial_id, status, method, model, params, objective values, rank
+    finished: bool  # False when interrupted: resume with --resume
+    wall_s: float = 0.0
+    front: list[dict] = field(default_factory=list)
+
+
+def optuna_storage_url(sweep_dir: Path) -> str:
+    return f"sqlite:///{sweep_dir / OPTUNA_FILE}"
+
+
+def searched_params(config: dict, spec: SweepSpec) -> dict[str, Any]:
+    """What tells trials apart: model, method, and the searched values (method ones un-namespaced: `sam.rho` ->
+    `rho`); constants are left out."""
+    method = config.get("method")
+    params = {"model": config.get("model"), "method": method}
+    params |= {k: config.get(k) for k, v in spec.train.items() if isinstance(v, (Range, Choice))}
+    params |= {name: config.get(f"{method}.{name}") for name, v in spec.methods.get(method, {}).items()
+               if isinstance(v, (Range, Choice))}
+    return params
+
+
+def trial_rows(result_grid, spec: SweepSpec) -> list[dict]:
+    rows = []
+    for result in result_grid:
+        config = result.config or {}
+        metrics = result.metrics or {}
+        values = [metrics.get(m) for m in spec.objective_metrics]
+        complete = result.error is None and metrics.get("epochs") == config_epochs(config)
+        rows.append({"trial_id": metrics.get("trial_id") or Path(result.path).name, "path": result.path,
+                     "status": "error" if result.error else ("complete" if complete else "unfinished"),
+                     "params": searched_params(config, spec), "values": values, "metrics": metrics,
+                     "error": str(result.error).splitlines()[0] if result.error else None})
+    done = [r for r in rows if r["status"] == "complete" and None not in r["values"]]
+    for row, rank in zip(done, pareto_ranks([r["values"] for r in done], [o.direction for o in spec.objectives])):
+        row["rank"] = rank
+    return sorted(rows, key=lambda r: r["trial_id"])
+
+
+def config_epochs(config: dict) -> int:
+    from trainables.tune import trial_config
+
+    try:
+        return trial_config(config).epochs
+    except Exception:  # noqa: BLE001 - a config that does not validate has no epoch count to compare
+        return -1
+
+
+def next_free_name(results: Path, name: str) -> str:
+    """`quick`, then `quick-2`, `quick-3`...: a new sweep never writes into an earlier one's folder."""
+    if not (results / name).exists():
+        return name
+    taken = [int(m[1]) for p in results.iterdir() if (m := re.fullmatch(re.escape(name) + r"-(\d+)", p.name))]
+    return f"{name}-{max(taken, default=1) + 1}"
+
+
+def latest_name(results: Path, name: str) -> str | None:
+    """The most recent sweep of this spec in `results` (for --resume without --name)."""
+    candidates = [p for p in results.glob(f"{name}*") if p.is_dir() and re.fullmatch(re.escape(name) + r"(-\d+)?",
+                                                                                      p.name)]
+    return max(candidates, key=lambda p: p.stat().st_mtime).name if candidates else None
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray bound to loopback. Returns whether
+    this process started Ray (and so must stop it)."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        return False
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False, _node_ip_address="127.0.0.1")
+    return True
+
+
+def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | None = None,
+              results_dir: str | Path = "results", name: str | None = None, address: str | None = None,
+              resume: bool = False, callbacks: list | None = None, num_cpus: int | None = None) -> SweepResult:
+    """Run (or with `resume`, continue) a sweep and return its trials and Pareto front. Joins the Ray cluster
+    at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainables.tune import train_trial
+
+    storage_root = str(results_dir)
+    is_uri = "://" in storage_root
+    results = Path(storage_root) if is_uri else Path(storage_root).expanduser().resolve()
+    if resume:
+        name = name or (None if is_uri else latest_name(results, spec.name)) or spec.name
+    else:
+        name = name or (spec.name if is_uri else next_free_name(results, spec.name))
+    sweep_dir = results / name
+    if not is_uri:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    n_trials = trials or spec.search.trials
+    storage_url = optuna_storage_url(sweep_dir if not is_uri else Path.cwd() / name)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 Tune then prints nothing: samat shows progress
+    trainable = tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    started_ray = start_ray(address, num_cpus)
+    start = time.perf_counter()
+    try:
+        if resume:
+            if not tune.Tuner.can_restore(str(sweep_dir)):
+                raise FileNotFoundError(f"no sweep to resume at {sweep_dir}")
+            tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            searcher = OptunaSearch(SearchSpace(spec), metric=spec.objective_metrics, mode=spec.objective_modes,
+                                    sampler=make_sampler(spec), study_name=name,
+                                    storage=optuna.storages.RDBStorage(storage_url))
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency or spec.search.concurrency),
+                    num_samples=n_trials, reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=str(results), verbose=0, callbacks=callbacks,
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        grid = tuner.fit()
+        rows = trial_rows(grid, spec)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    finished = len(rows) >= n_trials and all(r["status"] != "unfinished" for r in rows)
+    front = sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0], reverse=True)
+    return SweepResult(name, sweep_dir, storage_url, spec.objective_metrics, spec.objective_modes, rows, finished,
+                       time.perf_counter() - start, front)

@@ -1,0 +1,245 @@
+"""Sweep specs: YAML files in `sweeps/`, validated into a typed SweepSpec with errors that name the field path,
+the value and what is allowed. Every value a spec gives a training run is checked against TrainConfig's limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainables.config import Dataset, Method, Model, TrainConfig
+from trainables.evaluate import parse_attack
+
+SPEC_DIR = Path(__file__).parent
+Scalar = Union[bool, int, float, str]
+
+# which TrainConfig fields each method's search space may set
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "sgd": (),
+    "sam": ("rho",),
+    "asam": ("rho", "eta"),
+    "at": ("norm", "eps", "attack_steps", "alpha"),
+    "fast_at": ("norm", "eps", "alpha"),
+    "sam_at": ("rho", "norm", "eps", "attack_steps", "alpha"),
+}
+# fields a spec sets elsewhere (or that make no sense per trial), so `train:` may not
+NOT_IN_TRAIN = {"dataset", "data_dir", "download", "image_size", "model", "method", "eval_attacks", "epoch_attacks",
+                "eval_n", "device", *{p for params in METHOD_PARAMS.values() for p in params}}
+# metrics every trial reports (robust_acc/<attack> come from the spec's attacks)
+BASE_METRICS = ("clean_acc", "test_loss", "train_loss", "train_acc", "train_time_s")
+
+
+class SpecError(Exception):
+    """A spec that cannot be used; the message is one line naming the file, the field path and the value."""
+
+
+class Range(BaseModel):
+    """A numeric search range; integers when both ends are integers."""
+
+    model_config = ConfigDict(extra="forbid")
+    low: float | int
+    high: float | int
+    log: bool = False
+
+    @model_validator(mode="after")
+    def check(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+
+class Choice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    choices: list[Scalar] = Field(min_length=1)
+
+
+Param = Union[Range, Choice, Scalar]
+
+
+def param_values(value: Param) -> list[Scalar]:
+    """The values a parameter can take that bound its range (for checking against TrainConfig's limits)."""
+    if isinstance(value, Range):
+        return [value.low, value.high]
+    if isinstance(value, Choice):
+        return list(value.choices)
+    return [value]
+
+
+def check_against_train_config(field: str, value: Param) -> None:
+    if field not in TrainConfig.model_fields:
+        raise ValueError(f"unknown training field {field!r}")
+    for v in param_values(value):
+        try:
+            TrainConfig(**{field: v})
+        except ValidationError as e:
+            raise ValueError(f"{v!r} is not allowed: {e.errors()[0]['msg']}") from None
+
+
+class Objective(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    direction: Literal["max", "min"] = "max"
+
+
+class Search(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
+    seed: int = Field(0, ge=0)
+    trials: int = Field(16, ge=1)
+    concurrency: int = Field(2, ge=1)
+    population_size: int | None = Field(None, ge=2, description="NSGA-II generation size (default: trials/3, 4..50)")
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    dataset: Dataset = "digits"
+    data_dir: str = "data"
+    download: bool = False
+    image_size: int | None = Field(None, ge=8)
+    models: list[Model] = Field(min_length=1)
+    methods: dict[Method, dict[str, Param]] = Field(min_length=1)
+    train: dict[str, Param] = {}
+    objective_attack: str = "pgd_linf_2of255"
+    final_attacks: list[str] = []
+    eval_n: int = Field(1000, ge=1)
+    objectives: list[Objective] = Field(default_factory=list)
+    search: Search = Search()
+    resources: Resources = Resources()
+    max_failures: int = Field(2, ge=0, description="retries of a failed trial from its last checkpoint")
+
+    @field_validator("models")
+    @classmethod
+    def distinct_models(cls, models):
+        if len(set(models)) != len(models):
+            raise ValueError(f"models are listed twice: {models}")
+        return models
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def methods_as_mapping(cls, methods):
+        if isinstance(methods, list):  # `methods: [sgd, sam]` means every method with its defaults
+            return {m: {} for m in methods}
+        return {m: (params or {}) for m, params in methods.items()} if isinstance(methods, dict) else methods
+
+    @field_validator("methods")
+    @classmethod
+    def method_params_belong(cls, methods):
+        for method, params in methods.items():
+            for field, value in params.items():
+                if field not in METHOD_PARAMS[method]:
+                    allowed = ", ".join(METHOD_PARAMS[method]) or "none"
+                    raise ValueError(f"{method}.{field}: {method} takes no {field!r} (its parameters: {allowed})")
+                try:
+                    check_against_train_config(field, value)
+                except ValueError as e:
+                    raise ValueError(f"{method}.{field}: {e}") from None
+        return methods
+
+    @field_validator("train")
+    @classmethod
+    def train_fields_valid(cls, train):
+        for field, value in train.items():
+            if field in NOT_IN_TRAIN:
+                raise ValueError(f"{field}: set it at the top of the spec or under methods, not under train")
+            try:
+                check_against_train_config(field, value)
+            except ValueError as e:
+                raise ValueError(f"{field}: {e}") from None
+        return train
+
+    @field_validator("objective_attack")
+    @classmethod
+    def canonical_attack(cls, name):
+        return parse_attack(name).name
+
+    @field_validator("final_attacks")
+    @classmethod
+    def canonical_attacks(cls, names):
+        return [parse_attack(name).name for name in names]
+
+    @model_validator(mode="after")
+    def check_objectives(self):
+        if not self.objectives:
+            self.objectives = [Objective(metric="clean_acc"), Objective(metric=f"robust_acc/{self.objective_attack}")]
+        if not 2 <= len(self.objectives) <= 3:
+            raise ValueError(f"objectives: a sweep has 2 or 3 objectives, got {len(self.objectives)}")
+        known = set(self.metrics_reported)
+        for objective in self.objectives:
+            if objective.metric not in known:
+                raise ValueError(f"objectives: {objective.metric!r} is not a metric this sweep reports "
+                                 f"(choose from {', '.join(sorted(known))})")
+        if len({o.metric for o in self.objectives}) != len(self.objectives):
+            raise ValueError("objectives: the same metric is listed twice")
+        return self
+
+    @property
+    def metrics_reported(self) -> list[str]:
+        return [*BASE_METRICS, *(f"robust_acc/{a}" for a in [self.objective_attack, *self.final_attacks])]
+
+    @property
+    def objective_metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def objective_modes(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def base_config(self) -> dict[str, Any]:
+        """The TrainConfig fields every trial shares (the rest come from the search)."""
+        return {"dataset": self.dataset, "data_dir": self.data_dir, "download": self.download,
+                "image_size": self.image_size, "epoch_attacks": [self.objective_attack],
+                "eval_attacks": [self.objective_attack, *self.final_attacks], "eval_n": self.eval_n}
+
+
+def spec_path(name_or_path: str) -> Path:
+    """A spec by file path, or by name in the sweeps/ folder (`quick` -> sweeps/quick.yaml)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return SPEC_DIR / f"{name_or_path}.yaml"
+
+
+def available_specs() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def load_spec(name_or_path: str) -> SweepSpec:
+    path = spec_path(name_or_path)
+    if not path.is_file():
+        raise SpecError(f"SPEC={name_or_path}: no such spec file {path} (specs in {SPEC_DIR}: "
+                        f"{', '.join(available_specs())})")
+    try:
+        raw = yaml.safe_load(path.read_text())  # safe_load: a spec is data, never code
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise SpecError(f"{path}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a mapping of fields, got {type(raw).__name__}")
+    return validate_spec(raw, str(path))
+
+
+def validate_spec(raw: dict, source: str = "spec") -> SweepSpec:
+    from trainables.cli import describe_validation_error
+
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(f"{source}: {describe_validation_error(e, name_of=lambda loc: loc)}") from None
