@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from trainables.cli import USAGE_ERROR, OneLineParser, UsageError, add_train_parser, show
@@ -45,15 +46,22 @@ def add_sweep_parser(subparsers) -> None:
 
 
 def check_results_dir(results: str) -> None:
-    """Refuse an unusable results folder before anything is started or written."""
+    """Make sure the results folder can be written before anything starts; if it cannot, leave nothing behind."""
     if "://" in results:
         return
     path = Path(results).expanduser()
-    existing = next((p for p in [path, *path.parents] if p.exists()), None)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--results={show(results)}: exists and is not a folder")
-    if existing is None or not os.access(existing, os.W_OK):
-        raise UsageError(f"--results={show(results)}: cannot write there ({existing} is not writable)")
+    created = [p for p in [path, *path.parents] if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        for folder in created:  # innermost first: undo what mkdir made
+            if folder.is_dir():
+                folder.rmdir()
+        raise UsageError(f"--results={show(results)}: cannot write there ({e.strerror})") from None
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -67,11 +75,11 @@ def sweep_command(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
     except SpecError as e:
         raise UsageError(str(e)) from None
-    check_results_dir(args.results)
     if args.resume and "://" not in args.results:
         name = args.name or latest_name(Path(args.results).expanduser(), spec.name)
         if not name or not (Path(args.results).expanduser() / name).is_dir():
             raise UsageError(f"--resume: no sweep of {spec.name!r} to resume in {args.results}")
+    check_results_dir(args.results)
     console = Console(stderr=True)
     n_trials = args.trials or spec.search.trials
     console.print(f"[bold]samat sweep[/bold] {spec.name}: {n_trials} trials of {', '.join(spec.models)} x "

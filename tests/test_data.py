@@ -109,3 +109,13 @@ def test_augment_crops_and_flips_within_the_padded_image():
     windows = {(dy, dx) for i in range(128) for dy in range(3) for dx in range(3)
                if torch.equal(shifted[i], padded[i, :, dy:dy + 4, dx:dx + 4])}
     assert len(windows) == 9  # every offset of the 3x3 window occurs
+
+
+def test_bundled_digits_match_scikit_learn():
+    from sklearn.datasets import load_digits
+
+    from trainables.data import read_bundled_digits
+
+    images, labels = read_bundled_digits()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)

@@ -64,13 +64,27 @@ def augment(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
     return x.contiguous()
 
 
+def read_bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images 1797x8x8 in 0..16, labels). Read straight from the CSV it ships:
+    importing sklearn.datasets costs ~3 s (scipy), paid again by every Ray trial process."""
+    import importlib.util
+
+    sklearn = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    csv = Path(sklearn.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if sklearn else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits  # the layout changed: let scikit-learn read it
+
+        digits = load_digits()
+        return digits.images, digits.target
+    table = np.loadtxt(csv, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def load_digits_data() -> ImageData:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes), split 80/20 with a fixed permutation."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.int64)
+    images, labels = read_bundled_digits()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(labels, dtype=torch.int64)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[order], y[order]
     n_test = len(y) // 5

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models import VisionTransformer
 
 MODELS = ("small_cnn", "mlp", "preact_resnet18", "wrn", "vit_tiny")
 
@@ -104,6 +103,9 @@ def wrn(channels: int, num_classes: int, depth: int = 28, width: int = 10, dropo
 def vit_tiny(channels: int, num_classes: int, image_size: int) -> nn.Module:
     """DeiT-tiny shape (dim 192, 12 layers, 3 heads) with patch 2 at 32 px, as in the paper; patch 2 also suits
     8 px digits, and larger images keep 16x16 patches' worth of tokens."""
+    from torchvision.models import VisionTransformer  # here, not at the top: torchvision.models costs ~3 s to
+    # import, paid again by every Ray trial process, and only this model needs it
+
     patch = max(2, image_size // 16)
     if image_size % patch:
         raise ValueError(f"vit_tiny needs an image size divisible by its patch size {patch}, got {image_size}")

@@ -1,0 +1,84 @@
+"""What Ray Tune + Optuna cost: a sweep of N short trials vs the very same trials in a plain loop without Ray.
+
+    uv run python bench/sweep_overhead.py                 # 8 trials of small_cnn on digits, 2 at a time
+    uv run python bench/sweep_overhead.py --trials 12 --epochs 5 --concurrency 2
+
+Start-up is timed separately in two parts: Ray's (ray.init, with the driver's imports of Ray Tune and Optuna)
+and the workers' (until the first trial runs: each trial process imports torch, Ray Tune and torchattacks,
+about 6 s on 2 busy cores, once per concurrent slot since actors are reused). The sweep runs `concurrency`
+trials at once with cpu=1 each (one torch thread each); the loop runs the sweep's own trial configs one after
+another with every core's threads. Goal: sweep / loop <= 1.2 on 2 cores, start-up counted separately."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import ray
+import torch
+from ray.tune import Callback
+
+from sweeps.run import run_sweep, start_ray
+from sweeps.spec import validate_spec
+from trainables.run import fit
+from trainables.tune import trial_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+
+    spec = validate_spec({
+        "name": "overhead", "dataset": "digits", "models": ["small_cnn"],
+        "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.3}}},
+        "train": {"epochs": args.epochs, "lr": {"low": 0.02, "high": 0.1}},
+        "objective_attack": "pgd_linf_0.1",
+        "search": {"sampler": "random", "trials": args.trials, "concurrency": args.concurrency},
+        "resources": {"cpu": 1},
+    })
+    start = time.perf_counter()
+    import optuna  # noqa: F401 - the driver's imports are start-up, like Ray's: a plain loop has torch loaded too
+    import ray.tune  # noqa: F401
+    import ray.tune.search.optuna  # noqa: F401
+    start_ray(None)
+    ray_start = time.perf_counter() - start
+    first_start: list[float] = []
+
+    class FirstTrialStart(Callback):
+        """Tune starts a trial once its actor is up, i.e. after the process imported the trainable."""
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            first_start.append(time.perf_counter())
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as results:
+        result = run_sweep(spec, results_dir=results, callbacks=[FirstTrialStart()])
+    sweep_s = time.perf_counter() - start
+    workers_s = first_start[0] - start
+    ray.shutdown()
+
+    torch.set_num_threads(os.cpu_count())
+    start = time.perf_counter()
+    for row in result.trials:
+        fit(trial_config({**spec.base_config(), **row["metrics"]["config"]}))
+    loop_s = time.perf_counter() - start
+
+    steady_s = sweep_s - workers_s
+    print(f"{args.trials} trials x {args.epochs} epochs (small_cnn, digits), {os.cpu_count()} cores, "
+          f"sweep concurrency {args.concurrency}")
+    print(f"ray start-up                    {ray_start:7.1f} s   (start-up, counted separately)")
+    print(f"worker start-up to first trial  {workers_s:7.1f} s   (start-up, counted separately)")
+    print(f"sweep after start-up            {steady_s:7.1f} s")
+    print(f"plain loop, no Ray              {loop_s:7.1f} s")
+    ratio = steady_s / loop_s
+    print(f"sweep / loop                    {ratio:7.2f}     goal <= 1.2  {'ok' if ratio <= 1.2 else 'MISSED'}")
+    print(f"(sweep / loop counting worker start-up: {sweep_s / loop_s:.2f})")
+
+
+if __name__ == "__main__":
+    main()

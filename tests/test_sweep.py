@@ -1,0 +1,144 @@
+"""Sweeps end to end with real Ray Tune and a real Optuna study on digits."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from analysis.pareto import pareto_front
+from sweeps.cli import main
+from sweeps.run import run_sweep
+from sweeps.spec import validate_spec
+
+SAMAT = shutil.which("samat", path=str(Path(sys.executable).parent))
+
+
+def tiny_spec(**changes) -> dict:
+    spec = {
+        "name": "tiny", "dataset": "digits", "models": ["small_cnn", "mlp"],
+        "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.3, "log": True}},
+                    "at": {"eps": {"low": 0.05, "high": 0.2}, "attack_steps": 2}},
+        "train": {"epochs": 1, "lr": {"low": 0.02, "high": 0.1}},
+        "objective_attack": "pgd_linf_0.1", "eval_n": 100,
+        "search": {"sampler": "random", "seed": 3, "trials": 3, "concurrency": 2},
+        "resources": {"cpu": 1},
+    }
+    spec.update(changes)
+    return spec
+
+
+def test_three_trial_sweep_end_to_end(tmp_path):
+    spec = validate_spec(tiny_spec())
+    result = run_sweep(spec, results_dir=tmp_path, num_cpus=2)
+    assert result.finished and len(result.trials) == 3
+    assert all(r["status"] == "complete" and r["metrics"]["epochs"] == 1 for r in result.trials)
+    assert all(r["metrics"]["node_id"] for r in result.trials)
+
+    study = optuna.load_study(study_name=result.name, storage=result.optuna_storage)
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    # every Ray trial's objectives are exactly the values Optuna was told, for the same parameters
+    told = sorted((round(t.params.get("lr"), 12), tuple(t.values)) for t in study.trials)
+    ran = sorted((round(r["params"]["lr"], 12), tuple(r["values"])) for r in result.trials)
+    assert told == ran
+    # the front is the non-dominated set of the trials, first objective descending
+    values = [r["values"] for r in result.trials]
+    assert {result.trials[i]["trial_id"] for i in pareto_front(values, ["max", "max"])} == \
+           {r["trial_id"] for r in result.front}
+    assert result.path == tmp_path / "tiny" and (tmp_path / "tiny" / "optuna.db").is_file()
+
+
+def test_a_second_sweep_of_the_same_spec_never_overwrites_the_first(tmp_path):
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "keep.txt").write_text("earlier results")
+    spec = validate_spec(tiny_spec(search={"sampler": "random", "trials": 1, "concurrency": 1}))
+    result = run_sweep(spec, results_dir=tmp_path, num_cpus=2)
+    assert result.name == "tiny-2" and (tmp_path / "tiny" / "keep.txt").read_text() == "earlier results"
+
+
+def count_complete(storage: str, name: str) -> int:
+    if not Path(storage.removeprefix("sqlite:///")).is_file():
+        return 0  # the sweep has not created its study yet
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return 0
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def epochs_of(trial_dir: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines() if line]
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    spec_file = tmp_path / "resumable.yaml"
+    spec_file.write_text(yaml.safe_dump(tiny_spec(
+        name="resumable", models=["small_cnn"], train={"epochs": 4, "lr": {"low": 0.02, "high": 0.1}},
+        search={"sampler": "random", "seed": 0, "trials": 5, "concurrency": 1})))
+    results = tmp_path / "results"
+    storage = f"sqlite:///{results / 'resumable' / 'optuna.db'}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sweep = subprocess.Popen([SAMAT, "sweep", str(spec_file), "--results", str(results)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while count_complete(storage, "resumable") < 2:
+        assert sweep.poll() is None and time.time() < deadline, "the sweep ended before it could be interrupted"
+        time.sleep(0.5)
+    sweep.send_signal(signal.SIGINT)  # Ctrl-C
+    out, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, out
+    assert "--resume" in out
+
+    finished_before = {p.name: (p / "result.json").read_text() for p in (results / "resumable").iterdir()
+                       if p.is_dir() and (p / "result.json").is_file() and epochs_of(p)[-1:] == [4]}
+    assert 2 <= len(finished_before) < 5
+
+    resumed = subprocess.run([SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Pareto front of resumable" in resumed.stdout
+
+    study = optuna.load_study(study_name="resumable", storage=storage)
+    assert len(study.trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    trial_dirs = [p for p in (results / "resumable").iterdir() if p.is_dir() and (p / "result.json").is_file()]
+    assert len(trial_dirs) == 5
+    for p in trial_dirs:
+        assert epochs_of(p) == [1, 2, 3, 4], (p.name, epochs_of(p))  # resumed trials continued, none restarted
+    for name, text in finished_before.items():
+        assert (results / "resumable" / name / "result.json").read_text() == text  # finished trials never re-ran
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["no_such_spec"], "no such spec file"),
+    (["quick", "--trials", "0"], "--trials: 0 must be at least 1"),
+    (["quick", "--concurrency", "x"], "--concurrency"),
+    (["quick", "--results", "/proc/samat-results"], "--results=/proc/samat-results: cannot write there"),
+    (["quick", "--resume"], "--resume: no sweep of 'quick' to resume"),
+])
+def test_sweep_usage_errors_exit_2_before_starting_anything(capsys, tmp_path, monkeypatch, argv, message):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["sweep", *argv])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == [] and not ray.is_initialized()
+
+
+def test_bad_spec_file_exits_2(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny_spec(methods={"sam": {"rho": -1}})))
+    assert main(["sweep", str(bad), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "sam.rho: -1 is not allowed" in err and not (tmp_path / "r").exists()
