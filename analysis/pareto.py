@@ -82,3 +82,15 @@ def _hypervolume_2d(points: np.ndarray) -> float:
             area += x * (y - best_y)
             best_y = y
     return float(area)
+
+
+def rank_trials(rows: list[dict], directions: Sequence[str]) -> list[dict]:
+    """Set `rank` on each trial row (`status` 'complete' and every objective in `values`): 1 = on the front;
+    failed, unfinished and incomplete rows get None and never shape the front."""
+    usable = [r for r in rows if r.get("status") == "complete" and r.get("values")
+              and all(v is not None and np.isfinite(v) for v in r["values"])]
+    for row in rows:
+        row["rank"] = None
+    for row, rank in zip(usable, pareto_ranks([r["values"] for r in usable], directions)):
+        row["rank"] = rank
+    return rows

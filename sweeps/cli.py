@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from analysis.cli import add_frontier_parser
 from trainables.cli import USAGE_ERROR, OneLineParser, UsageError, add_train_parser, show
 
 INTERRUPTED = 130
@@ -39,6 +40,8 @@ def add_sweep_parser(subparsers) -> None:
     parser.add_argument("--name", help="sweep name [default: the spec's name, numbered -2, -3... if taken; with "
                                        "--resume, the latest sweep of this spec]")
     parser.add_argument("--address", help="join this Ray cluster instead of starting one [default: RAY_ADDRESS]")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI [default: MLFLOW_TRACKING_URI, else "
+                                               "sqlite:///<results>/mlflow.db]")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted sweep: finished trials are kept, unfinished ones continue "
                              "from their last checkpoint")
@@ -87,11 +90,12 @@ def sweep_command(args: argparse.Namespace) -> int:
                   f"{', '.join(f'{o.metric} ({o.direction})' for o in spec.objectives)}")
     with SweepDisplay(spec, n_trials, console):
         result = run_sweep(spec, trials=args.trials, concurrency=args.concurrency, results_dir=args.results,
-                           name=args.name, address=args.address, resume=args.resume,
+                           name=args.name, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri,
                            callbacks=[ProgressCallback()])
     print_front(result, Console())
-    console.print(f"results: {result.path}   optuna study: {result.optuna_storage} (study {result.name!r})   "
-                  f"wall time {result.wall_s:.0f} s")
+    console.print(f"results: {result.path}\noptuna study: {result.optuna_storage} (study {result.name!r})\n"
+                  f"MLflow: {result.tracking_uri} (experiment {result.name!r}); browse with: uv run mlflow ui "
+                  f"--backend-store-uri {result.tracking_uri}\nwall time {result.wall_s:.0f} s")
     if not result.finished:
         console.print(f"[yellow]The sweep stopped before all trials finished.[/yellow] Resume it with:\n"
                       f"  uv run samat sweep {args.spec} --resume --name {result.name} --results {args.results}")
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(subparsers)
     add_sweep_parser(subparsers)
+    add_frontier_parser(subparsers)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.pareto import pareto_ranks
+from analysis.pareto import rank_trials
+from analysis.tracking import SweepStore, default_tracking_uri, set_quiet_mlflow_env
 from sweeps.spec import Choice, Param, Range, SweepSpec
 
 OPTUNA_FILE = "optuna.db"
@@ -70,6 +71,7 @@ class SweepResult:
     name: str
     path: Path  # the Ray experiment folder
     optuna_storage: str  # an RDB URL for optuna.load_study / optuna-dashboard
+    tracking_uri: str  # the MLflow store holding the sweep's runs
     objectives: list[str]
     directions: list[str]
     trials: list[dict]  # one row per trial: trial_id, status, method, model, params, objective values, rank
@@ -104,9 +106,7 @@ def trial_rows(result_grid, spec: SweepSpec) -> list[dict]:
                      "status": "error" if result.error else ("complete" if complete else "unfinished"),
                      "params": searched_params(config, spec), "values": values, "metrics": metrics,
                      "error": str(result.error).splitlines()[0] if result.error else None})
-    done = [r for r in rows if r["status"] == "complete" and None not in r["values"]]
-    for row, rank in zip(done, pareto_ranks([r["values"] for r in done], [o.direction for o in spec.objectives])):
-        row["rank"] = rank
+    rank_trials(rows, spec.objective_modes)
     return sorted(rows, key=lambda r: r["trial_id"])
 
 
@@ -150,11 +150,23 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def resolve_tracking_uri(tracking_uri: str | None, results_dir: str | Path) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else sqlite beside the local results (the embedded default)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    if "://" in str(results_dir):
+        raise ValueError(f"results at {results_dir} are remote: give an MLflow tracking URI too "
+                         f"(--tracking-uri or MLFLOW_TRACKING_URI)")
+    return default_tracking_uri(results_dir)
+
+
 def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | None = None,
               results_dir: str | Path = "results", name: str | None = None, address: str | None = None,
-              resume: bool = False, callbacks: list | None = None, num_cpus: int | None = None) -> SweepResult:
-    """Run (or with `resume`, continue) a sweep and return its trials and Pareto front. Joins the Ray cluster
-    at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
+              resume: bool = False, callbacks: list | None = None, num_cpus: int | None = None,
+              tracking_uri: str | None = None) -> SweepResult:
+    """Run (or with `resume`, continue) a sweep, record it in MLflow, and return its trials and Pareto front.
+    Joins the Ray cluster at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
     import optuna
     import ray
     from ray import tune
@@ -162,6 +174,8 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
     from ray.tune.search.optuna import OptunaSearch
 
     from trainables.tune import train_trial
+
+    from sweeps.recording import MLflowRecorder
 
     storage_root = str(results_dir)
     is_uri = "://" in storage_root
@@ -176,6 +190,11 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
     n_trials = trials or spec.search.trials
     storage_url = optuna_storage_url(sweep_dir if not is_uri else Path.cwd() / name)
 
+    set_quiet_mlflow_env()
+    store = SweepStore(resolve_tracking_uri(tracking_uri, results))
+    store.check_reachable()  # before Ray starts or anything trains
+    parent_run_id = store.open_sweep(name, spec.model_dump(mode="json"), spec.objective_metrics,
+                                     spec.objective_modes, spec.hypervolume_reference)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 Tune then prints nothing: samat shows progress
     trainable = tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -196,7 +215,8 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency or spec.search.concurrency),
                     num_samples=n_trials, reuse_actors=True),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=str(results), verbose=0, callbacks=callbacks,
+                    name=name, storage_path=str(results), verbose=0,
+                    callbacks=[*(callbacks or []), MLflowRecorder(store.tracking_uri, name, parent_run_id, spec)],
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         grid = tuner.fit()
@@ -205,6 +225,7 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
         if started_ray:
             ray.shutdown()
     finished = len(rows) >= n_trials and all(r["status"] != "unfinished" for r in rows)
+    store.close_sweep(name, finished)
     front = sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0], reverse=True)
-    return SweepResult(name, sweep_dir, storage_url, spec.objective_metrics, spec.objective_modes, rows, finished,
+    return SweepResult(name, sweep_dir, storage_url, store.tracking_uri, spec.objective_metrics, spec.objective_modes, rows, finished,
                        time.perf_counter() - start, front)

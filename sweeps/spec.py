@@ -87,6 +87,8 @@ class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metric: str
     direction: Literal["max", "min"] = "max"
+    reference: float | None = Field(None, description="hypervolume reference value (default 0 for max; the "
+                                                      "worst value seen for min)")
 
 
 class Search(BaseModel):
@@ -200,6 +202,13 @@ class SweepSpec(BaseModel):
     @property
     def objective_modes(self) -> list[str]:
         return [o.direction for o in self.objectives]
+
+    @property
+    def hypervolume_reference(self) -> list[float | None]:
+        """The stated reference point: the objective's own, else 0 for a maximised one (accuracies); None
+        (the worst value seen) for a minimised one without a stated value."""
+        return [o.reference if o.reference is not None else (0.0 if o.direction == "max" else None)
+                for o in self.objectives]
 
     def base_config(self) -> dict[str, Any]:
         """The TrainConfig fields every trial shares (the rest come from the search)."""
