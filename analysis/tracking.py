@@ -206,7 +206,8 @@ class SweepStore:
             elif row["rank"] is None and row["stored_front"] != "false":
                 self.client.set_tag(row["run_id"], "pareto_front", "false")
         finished = len(record.finished)
-        if finished:
+        logged = self.client.get_metric_history(record.parent_run_id, "hypervolume")
+        if finished and finished != max((m.step for m in logged), default=0):  # one point per trial count
             self.log_metrics(record.parent_run_id, {"hypervolume": record.hypervolume(),
                                                     "front_size": len(record.front)}, step=finished)
         return record

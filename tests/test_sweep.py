@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import optuna
+
+from analysis.tracking import SweepStore
 import pytest
 import yaml
 
@@ -17,29 +19,15 @@ from analysis.pareto import pareto_front
 from sweeps.cli import main
 from sweeps.run import run_sweep
 from sweeps.spec import validate_spec
+from tests.conftest import tiny_spec
 
 SAMAT = shutil.which("samat", path=str(Path(sys.executable).parent))
 
 
-def tiny_spec(**changes) -> dict:
-    spec = {
-        "name": "tiny", "dataset": "digits", "models": ["small_cnn", "mlp"],
-        "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.3, "log": True}},
-                    "at": {"eps": {"low": 0.05, "high": 0.2}, "attack_steps": 2}},
-        "train": {"epochs": 1, "lr": {"low": 0.02, "high": 0.1}},
-        "objective_attack": "pgd_linf_0.1", "eval_n": 100,
-        "search": {"sampler": "random", "seed": 3, "trials": 3, "concurrency": 2},
-        "resources": {"cpu": 1},
-    }
-    spec.update(changes)
-    return spec
-
-
-def test_three_trial_sweep_end_to_end(tmp_path):
-    spec = validate_spec(tiny_spec())
-    result = run_sweep(spec, results_dir=tmp_path, num_cpus=2)
+def test_three_trial_sweep_end_to_end(tiny_sweep):
+    result = tiny_sweep
     assert result.finished and len(result.trials) == 3
-    assert all(r["status"] == "complete" and r["metrics"]["epochs"] == 1 for r in result.trials)
+    assert all(r["status"] == "complete" and r["metrics"]["epochs"] == 2 for r in result.trials)
     assert all(r["metrics"]["node_id"] for r in result.trials)
 
     study = optuna.load_study(study_name=result.name, storage=result.optuna_storage)
@@ -53,29 +41,28 @@ def test_three_trial_sweep_end_to_end(tmp_path):
     values = [r["values"] for r in result.trials]
     assert {result.trials[i]["trial_id"] for i in pareto_front(values, ["max", "max"])} == \
            {r["trial_id"] for r in result.front}
-    assert result.path == tmp_path / "tiny" and (tmp_path / "tiny" / "optuna.db").is_file()
+    assert result.path.name == "tiny" and (result.path / "optuna.db").is_file()
 
 
 def test_a_second_sweep_of_the_same_spec_never_overwrites_the_first(tmp_path):
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "keep.txt").write_text("earlier results")
-    spec = validate_spec(tiny_spec(search={"sampler": "random", "trials": 1, "concurrency": 1}))
+    spec = validate_spec(tiny_spec(search={"sampler": "random", "trials": 1, "concurrency": 1},
+                                   train={"epochs": 1}))
     result = run_sweep(spec, results_dir=tmp_path, num_cpus=2)
     assert result.name == "tiny-2" and (tmp_path / "tiny" / "keep.txt").read_text() == "earlier results"
 
 
-def count_complete(storage: str, name: str) -> int:
-    if not Path(storage.removeprefix("sqlite:///")).is_file():
-        return 0  # the sweep has not created its study yet
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
+def finished_trials(sweep_dir: Path, epochs: int) -> int:
+    """Trials whose result.json reached the last epoch: read-only, so polling never races the sweep's writes."""
+    if not sweep_dir.is_dir():
         return 0
-    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return sum(1 for p in sweep_dir.iterdir() if (p / "result.json").is_file() and epochs_of(p)[-1:] == [epochs])
 
 
 def epochs_of(trial_dir: Path) -> list[int]:
-    return [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines() if line]
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return [json.loads(line)["epoch"] for line in lines if line.endswith("}")]  # skip a line being written
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
@@ -89,7 +76,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     sweep = subprocess.Popen([SAMAT, "sweep", str(spec_file), "--results", str(results)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
-    while count_complete(storage, "resumable") < 2:
+    while finished_trials(results / "resumable", 4) < 2:
         assert sweep.poll() is None and time.time() < deadline, "the sweep ended before it could be interrupted"
         time.sleep(0.5)
     sweep.send_signal(signal.SIGINT)  # Ctrl-C
@@ -114,6 +101,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         assert epochs_of(p) == [1, 2, 3, 4], (p.name, epochs_of(p))  # resumed trials continued, none restarted
     for name, text in finished_before.items():
         assert (results / "resumable" / name / "result.json").read_text() == text  # finished trials never re-ran
+
+    record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("resumable")
+    assert len(record.rows) == 5 and len({r["trial_id"] for r in record.rows}) == 5  # one MLflow run per trial
+    assert all(r["status"] == "complete" for r in record.rows) and record.status == "finished"
+    ray_ids = {json.loads((p / "result.json").read_text().splitlines()[-1])["trial_id"] for p in trial_dirs}
+    assert {r["trial_id"] for r in record.rows} == ray_ids
 
 
 @pytest.mark.parametrize("argv,message", [

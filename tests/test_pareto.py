@@ -1,0 +1,83 @@
+"""Pareto ranks and hypervolume against brute force."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from analysis.pareto import hypervolume, pareto_front, pareto_ranks, rank_trials
+
+
+def dominates(a, b, directions):
+    sign = np.array([1 if d == "max" else -1 for d in directions])
+    a, b = np.asarray(a) * sign, np.asarray(b) * sign
+    return bool((a >= b).all() and (a > b).any())
+
+
+def brute_force_ranks(points, directions):
+    """Peel fronts off one by one by checking every pair."""
+    ranks, left, rank = [0] * len(points), set(range(len(points))), 1
+    while left:
+        front = {i for i in left if not any(dominates(points[j], points[i], directions) for j in left)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ranks_match_brute_force_on_random_points_with_duplicates(seed):
+    rng = np.random.default_rng(seed)
+    m = 2 + seed % 2
+    directions = [["max", "min"][i] for i in rng.integers(0, 2, m)]
+    points = rng.integers(0, 6, (40, m)).astype(float)  # a coarse grid: many ties and exact duplicates
+    points = np.vstack([points, points[:5]])
+    assert pareto_ranks(points.tolist(), directions) == brute_force_ranks(points.tolist(), directions)
+
+
+def test_duplicates_share_a_rank_and_front():
+    points = [[0.9, 0.1], [0.9, 0.1], [0.5, 0.5], [0.4, 0.4]]
+    assert pareto_ranks(points, ["max", "max"]) == [1, 1, 1, 2]
+    assert pareto_front(points, ["max", "max"]) == [0, 1, 2]
+    assert pareto_ranks(points, ["min", "min"]) == [1, 1, 2, 1]  # (0.4, 0.4) beats only (0.5, 0.5)
+    assert pareto_ranks([], ["max", "max"]) == []
+
+
+def brute_force_hypervolume(points, directions, reference, cells):
+    """Count the unit cells of an integer grid that some point dominates (exact for integer coordinates)."""
+    sign = np.array([1 if d == "max" else -1 for d in directions])
+    p = np.asarray(points) * sign - np.asarray(reference) * sign
+    count = 0
+    for cell in itertools.product(*[range(cells)] * len(directions)):
+        centre = np.asarray(cell) + 0.5
+        count += bool(((p >= centre).all(1)).any())
+    return count
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_hypervolume_matches_a_grid_count(seed):
+    rng = np.random.default_rng(100 + seed)
+    m = 2 + seed % 2
+    directions = ["max", "min", "max"][:m] if seed % 4 < 2 else ["min"] * m
+    # integer points between 1 and 8 away from the reference, in the objectives' own directions
+    offsets = rng.integers(1, 9, (15, m))
+    reference = [0.0 if d == "max" else 10.0 for d in directions]
+    points = [[ref + o if d == "max" else ref - o for ref, o, d in zip(reference, row, directions)]
+              for row in offsets]
+    expected = brute_force_hypervolume(points, directions, reference, cells=9)
+    assert hypervolume(points, directions, reference) == pytest.approx(expected)
+
+
+def test_hypervolume_ignores_points_behind_the_reference_and_needs_2_or_3_objectives():
+    assert hypervolume([[0.5, 0.5], [-0.2, 0.9]], ["max", "max"], [0, 0]) == pytest.approx(0.25)
+    assert hypervolume([], ["max", "max"]) == 0.0
+    with pytest.raises(ValueError, match="2 or 3 objectives"):
+        hypervolume([[1, 2, 3, 4]], ["max"] * 4)
+
+
+def test_rank_trials_ignores_failed_unfinished_and_nan():
+    rows = [{"status": "complete", "values": [0.9, 0.2]}, {"status": "error", "values": [1.0, 1.0]},
+            {"status": "complete", "values": [float("nan"), 0.9]}, {"status": "unfinished", "values": [1, 1]},
+            {"status": "complete", "values": [0.5, 0.5]}, {"status": "complete", "values": [0.4, 0.1]}]
+    assert [r["rank"] for r in rank_trials(rows, ["max", "max"])] == [1, None, None, None, 1, 2]

@@ -1,0 +1,163 @@
+"""What a real short sweep leaves in MLflow, read back through the client, the CLI and a real MLflow server."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from analysis.export import read_table
+from analysis.pareto import pareto_ranks
+from sweeps.cli import main
+
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
+
+def frontier(*argv):
+    try:
+        return main(["frontier", *argv])
+    except SystemExit as e:
+        return e.code
+
+
+def test_parent_and_child_runs(tiny_sweep):
+    client = MlflowClient(tiny_sweep.tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("samat.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("samat.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.tags["samat.status"] == "finished"
+    assert parent.data.params["search.sampler"] == "random" and parent.data.params["methods.sam.rho.low"] == "0.01"
+    hv = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert [m.step for m in sorted(hv, key=lambda m: m.step)] == [1, 2, 3]  # one point per finished trial
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | \
+                {a.path for a in client.list_artifacts(parent.info.run_id, "front")}
+    assert {"spec.yaml", "front/front.parquet", "front/front.json", "front/front.png", "front/front.html"} <= artifacts
+
+    values, directions = [], ["max", "max"]
+    for child in children:
+        tags, params = child.data.tags, child.data.params
+        assert tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
+        assert tags["method"] == params["method"] and tags["model"] == params["model"] and tags["dataset"] == "digits"
+        assert tags["ray_trial_id"] and tags["ray_node_id"] and "lr" in params
+        assert ("sam.rho" in params) == (params["method"] == "sam")
+        history = client.get_metric_history(child.info.run_id, "clean_acc")
+        assert sorted(m.step for m in history) == [1, 2]  # per-epoch metrics, step = epoch
+        values.append([child.data.metrics["clean_acc"], child.data.metrics["robust_acc/pgd_linf_0.1"]])
+    for child, rank in zip(children, pareto_ranks(values, directions)):
+        assert child.data.metrics["pareto_rank"] == rank
+        assert child.data.tags["pareto_front"] == ("true" if rank == 1 else "false")
+
+
+def test_export_files_hold_exactly_the_front(tiny_sweep, tmp_path, capsys):
+    uri = tiny_sweep.tracking_uri
+    front_ids = {r["trial_id"] for r in tiny_sweep.front}
+    out = tmp_path / "front.parquet"
+    assert frontier("export", "tiny", "-o", str(out), "--front-only", "--tracking-uri", uri) == 0
+    table = pq.read_table(out)
+    assert set(table.column("trial_id").to_pylist()) == front_ids and all(table.column("pareto_front").to_pylist())
+    by_id = {r["trial_id"]: r for r in tiny_sweep.trials}
+    for row in table.to_pylist():
+        assert [row["clean_acc"], row["robust_acc/pgd_linf_0.1"]] == by_id[row["trial_id"]]["values"]
+        assert row["run_id"] and row["method"] == by_id[row["trial_id"]]["params"]["method"]
+    for suffix in ("csv", "json"):
+        every = tmp_path / f"all.{suffix}"
+        assert frontier("export", "tiny", "-o", str(every), "--tracking-uri", uri) == 0
+        rows = read_table(every)
+        assert len(rows) == 3 and {r["trial_id"] for r in rows if r["pareto_front"] in (True, "true")} == front_ids
+
+
+def test_show_list_plot_and_compare(tiny_sweep, tmp_path, capsys):
+    uri = tiny_sweep.tracking_uri
+    assert frontier("list", "--tracking-uri", uri) == 0
+    listing = capsys.readouterr().out
+    assert "tiny" in listing and "finished" in listing
+    assert frontier("show", "tiny", "--tracking-uri", uri) == 0
+    shown = capsys.readouterr().out
+    assert all(r["trial_id"] in shown for r in tiny_sweep.front)
+    assert frontier("plot", "tiny", "-o", str(tmp_path / "f.png"), "--tracking-uri", uri) == 0
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert frontier("plot", "tiny", "-o", str(tmp_path / "f.html"), "--tracking-uri", uri) == 0
+    assert "plotly" in (tmp_path / "f.html").read_text()[:100000]
+    assert frontier("compare", "tiny", "tiny", "--tracking-uri", uri) == 0
+    compared = capsys.readouterr().out
+    assert compared.count("0%") == 2  # a front never dominates itself
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["show", "nope"], "no sweep named 'nope'"),
+    (["export", "nope", "-o", "{tmp}/x.csv"], "no sweep named 'nope'"),
+    (["export", "tiny", "-o", "{tmp}/x.xlsx"], "unknown format '.xlsx'"),
+    (["export", "tiny", "-o", "{tmp}/missing/x.csv"], "cannot write in"),
+    (["export", "tiny", "-o", "/proc/x.csv"], "cannot write in /proc"),
+    (["plot", "tiny", "-o", "{tmp}/x.jpg"], "unknown format '.jpg'"),
+    (["export", "tiny"], "required: -o/--output"),
+])
+def test_bad_frontier_input_exits_2_and_writes_nothing(tiny_sweep, tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert frontier(*argv, "--tracking-uri", tiny_sweep.tracking_uri) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_default_store_is_not_created(tmp_path, capsys):
+    assert frontier("list", "--results", str(tmp_path / "results")) == 2
+    assert "no MLflow store" in capsys.readouterr().err and not (tmp_path / "results").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_real_mlflow_server_serves_the_sweep(tiny_sweep, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([MLFLOW, "server", "--backend-store-uri", tiny_sweep.tracking_uri, "--host",
+                               "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+                assert time.time() < deadline, "mlflow server did not answer within 90 s"
+                time.sleep(0.5)
+        experiment = api(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny")["experiment"]
+        runs = api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                                         "max_results": 100})["runs"]
+        tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs]
+        parent = [run for run, t in zip(runs, tags) if t.get("samat.role") == "sweep"]
+        assert len(parent) == 1
+        parent_id = parent[0]["info"]["run_id"]
+        children = [t for t in tags if t.get("samat.role") == "trial"]
+        assert len(children) == 3 and all(t["mlflow.parentRunId"] == parent_id for t in children)
+        on_front = {t["ray_trial_id"] for t in children if t["pareto_front"] == "true"}
+        assert on_front == {r["trial_id"] for r in tiny_sweep.front}
+        # the filter the README tells users to type into the UI
+        front = api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                                          "filter": "tags.pareto_front = 'true'"})["runs"]
+        assert len(front) == len(on_front)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
