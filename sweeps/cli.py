@@ -34,9 +34,9 @@ def add_sweep_parser(subparsers) -> None:
                              "or a YAML file [default: quick]")
     parser.add_argument("--trials", type=positive_int, help="number of trials [default: the spec's]")
     parser.add_argument("--concurrency", type=positive_int, help="trials at once [default: the spec's]")
-    parser.add_argument("--results", default="results", metavar="DIR",
-                        help="folder (or s3://... URI) for Ray results, checkpoints and the Optuna study "
-                             "[default: results]")
+    parser.add_argument("--results", default=os.environ.get("SAMAT_RESULTS", "results"), metavar="DIR",
+                        help="folder, or shared URI (s3://...) on a cluster, for Ray results and checkpoints "
+                             "[default: SAMAT_RESULTS, else results]")
     parser.add_argument("--name", help="sweep name [default: the spec's name, numbered -2, -3... if taken; with "
                                        "--resume, the latest sweep of this spec]")
     parser.add_argument("--address", help="join this Ray cluster instead of starting one [default: RAY_ADDRESS]")
@@ -70,8 +70,9 @@ def check_results_dir(results: str) -> None:
 def sweep_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from analysis.tracking import TrackingError
     from sweeps.progress import ProgressCallback, SweepDisplay
-    from sweeps.run import run_sweep, latest_name
+    from sweeps.run import SweepRefused, latest_name, run_sweep
     from sweeps.spec import SpecError, load_spec
 
     try:
@@ -88,10 +89,15 @@ def sweep_command(args: argparse.Namespace) -> int:
     console.print(f"[bold]samat sweep[/bold] {spec.name}: {n_trials} trials of {', '.join(spec.models)} x "
                   f"{', '.join(spec.methods)} on {spec.dataset}; objectives "
                   f"{', '.join(f'{o.metric} ({o.direction})' for o in spec.objectives)}")
-    with SweepDisplay(spec, n_trials, console):
-        result = run_sweep(spec, trials=args.trials, concurrency=args.concurrency, results_dir=args.results,
-                           name=args.name, address=args.address, resume=args.resume, tracking_uri=args.tracking_uri,
-                           callbacks=[ProgressCallback()])
+    try:
+        with SweepDisplay(spec, n_trials, console):
+            result = run_sweep(spec, trials=args.trials, concurrency=args.concurrency, results_dir=args.results,
+                               name=args.name, address=args.address, resume=args.resume,
+                               tracking_uri=args.tracking_uri, callbacks=[ProgressCallback()])
+    except TrackingError as e:
+        raise UsageError(f"--tracking-uri: {e}") from None
+    except SweepRefused as e:
+        raise UsageError(str(e)) from None
     print_front(result, Console())
     console.print(f"results: {result.path}\noptuna study: {result.optuna_storage} (study {result.name!r})\n"
                   f"MLflow: {result.tracking_uri} (experiment {result.name!r}); browse with: uv run mlflow ui "

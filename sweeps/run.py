@@ -22,6 +22,11 @@ from sweeps.spec import Choice, Param, Range, SweepSpec
 OPTUNA_FILE = "optuna.db"
 
 
+class SweepRefused(Exception):
+    """The sweep cannot start as asked (nothing to resume, a name taken, no place to record); nothing was
+    written or started."""
+
+
 class SearchSpace:
     """Optuna define-by-run space: model, method, then only the chosen method's parameters (namespaced
     `method.param`, so `sam.rho` and `sam_at.rho` are separate distributions). A class, not a closure, because
@@ -69,7 +74,7 @@ def make_sampler(spec: SweepSpec):
 @dataclass
 class SweepResult:
     name: str
-    path: Path  # the Ray experiment folder
+    path: str  # the Ray experiment folder (or URI)
     optuna_storage: str  # an RDB URL for optuna.load_study / optuna-dashboard
     tracking_uri: str  # the MLflow store holding the sweep's runs
     objectives: list[str]
@@ -136,7 +141,8 @@ def latest_name(results: Path, name: str) -> str | None:
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray bound to loopback. Returns whether
-    this process started Ray (and so must stop it)."""
+    this call connected (and so should `ray.shutdown()`: that stops a local Ray, and only disconnects from a
+    cluster)."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -144,7 +150,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     if address:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        return False
+        return True
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR",
              log_to_driver=False, _node_ip_address="127.0.0.1")
     return True
@@ -156,9 +162,18 @@ def resolve_tracking_uri(tracking_uri: str | None, results_dir: str | Path) -> s
     if uri:
         return uri
     if "://" in str(results_dir):
-        raise ValueError(f"results at {results_dir} are remote: give an MLflow tracking URI too "
+        raise SweepRefused(f"results at {results_dir} are remote: give an MLflow tracking URI too "
                          f"(--tracking-uri or MLFLOW_TRACKING_URI)")
     return default_tracking_uri(results_dir)
+
+
+def resolve_data_dir(data_dir: str) -> str:
+    """Trials run in their own folders on any node, so a relative data_dir becomes absolute here: against
+    SAMAT_DATA_ROOT where set (a cluster's nodes each hold the data there), else the driver's folder."""
+    path = Path(data_dir).expanduser()
+    if path.is_absolute():
+        return str(path)
+    return str(Path(os.environ.get("SAMAT_DATA_ROOT", Path.cwd())).expanduser() / path)
 
 
 def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | None = None,
@@ -177,34 +192,42 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
 
     from sweeps.recording import MLflowRecorder
 
-    storage_root = str(results_dir)
+    set_quiet_mlflow_env()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 Tune then prints nothing: samat shows progress
+
+    # everything that can refuse the sweep is checked before anything is written or started
+    storage_root = str(results_dir).rstrip("/")
     is_uri = "://" in storage_root
-    results = Path(storage_root) if is_uri else Path(storage_root).expanduser().resolve()
+    results = None if is_uri else Path(storage_root).expanduser().resolve()
+    store = SweepStore(resolve_tracking_uri(tracking_uri, results or storage_root))
+    store.check_reachable()
     if resume:
         name = name or (None if is_uri else latest_name(results, spec.name)) or spec.name
     else:
         name = name or (spec.name if is_uri else next_free_name(results, spec.name))
-    sweep_dir = results / name
-    if not is_uri:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-    n_trials = trials or spec.search.trials
-    storage_url = optuna_storage_url(sweep_dir if not is_uri else Path.cwd() / name)
+    experiment_path = f"{storage_root}/{name}" if is_uri else str(results / name)
+    if resume and not tune.Tuner.can_restore(experiment_path):
+        raise SweepRefused(f"--resume: no sweep to resume at {experiment_path}")
+    if not resume and is_uri and tune.Tuner.can_restore(experiment_path):
+        raise SweepRefused(f"{experiment_path} already holds a sweep: continue it with --resume, or start "
+                              f"another with --name")
 
-    set_quiet_mlflow_env()
-    store = SweepStore(resolve_tracking_uri(tracking_uri, results))
-    store.check_reachable()  # before Ray starts or anything trains
+    # the Optuna study lives beside local results; with remote results (S3), on the driver's disk
+    study_dir = Path.home() / ".samat" / "optuna" / name if is_uri else results / name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    storage_url = optuna_storage_url(study_dir)
+    spec = spec.model_copy(update={"data_dir": resolve_data_dir(spec.data_dir)})
+    n_trials = trials or spec.search.trials
     parent_run_id = store.open_sweep(name, spec.model_dump(mode="json"), spec.objective_metrics,
                                      spec.objective_modes, spec.hypervolume_reference)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 Tune then prints nothing: samat shows progress
+
     trainable = tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    started_ray = start_ray(address, num_cpus)
+    connected = start_ray(address, num_cpus)
     start = time.perf_counter()
     try:
         if resume:
-            if not tune.Tuner.can_restore(str(sweep_dir)):
-                raise FileNotFoundError(f"no sweep to resume at {sweep_dir}")
-            tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
             searcher = OptunaSearch(SearchSpace(spec), metric=spec.objective_metrics, mode=spec.objective_modes,
                                     sampler=make_sampler(spec), study_name=name,
@@ -215,17 +238,18 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency or spec.search.concurrency),
                     num_samples=n_trials, reuse_actors=True),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=str(results), verbose=0,
+                    name=name, storage_path=storage_root if is_uri else str(results), verbose=0,
                     callbacks=[*(callbacks or []), MLflowRecorder(store.tracking_uri, name, parent_run_id, spec)],
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         grid = tuner.fit()
         rows = trial_rows(grid, spec)
     finally:
-        if started_ray:
+        if connected:
             ray.shutdown()
     finished = len(rows) >= n_trials and all(r["status"] != "unfinished" for r in rows)
     store.close_sweep(name, finished)
-    front = sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0], reverse=True)
-    return SweepResult(name, sweep_dir, storage_url, store.tracking_uri, spec.objective_metrics, spec.objective_modes, rows, finished,
-                       time.perf_counter() - start, front)
+    front = sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0],
+                   reverse=spec.objective_modes[0] == "max")
+    return SweepResult(name, experiment_path, storage_url, store.tracking_uri, spec.objective_metrics,
+                       spec.objective_modes, rows, finished, time.perf_counter() - start, front)

@@ -41,7 +41,7 @@ def test_three_trial_sweep_end_to_end(tiny_sweep):
     values = [r["values"] for r in result.trials]
     assert {result.trials[i]["trial_id"] for i in pareto_front(values, ["max", "max"])} == \
            {r["trial_id"] for r in result.front}
-    assert result.path.name == "tiny" and (result.path / "optuna.db").is_file()
+    assert Path(result.path).name == "tiny" and (Path(result.path) / "optuna.db").is_file()
 
 
 def test_a_second_sweep_of_the_same_spec_never_overwrites_the_first(tmp_path):
