@@ -49,30 +49,41 @@ def add_sweep_parser(subparsers) -> None:
 
 
 def check_results_dir(results: str) -> None:
-    """Make sure the results folder can be written before anything starts; if it cannot, leave nothing behind."""
+    """Refuse a results folder that cannot be written, without creating anything: the sweep makes it later."""
     if "://" in results:
         return
     path = Path(results).expanduser()
     if path.exists() and not path.is_dir():
         raise UsageError(f"--results={show(results)}: exists and is not a folder")
-    created = [p for p in [path, *path.parents] if not p.exists()]
+    existing = next(p for p in [path, *path.parents] if p.exists())
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        for folder in created:  # innermost first: undo what mkdir made
-            if folder.is_dir():
-                folder.rmdir()
-        raise UsageError(f"--results={show(results)}: cannot write there ({e.strerror})") from None
+        raise UsageError(f"--results={show(results)}: cannot write there ({existing}: {e.strerror})") from None
+
+
+def check_data(spec, address: str | None) -> None:
+    """On this machine, a data set that is missing is a usage error now, not a failure of every trial later.
+    (On a cluster the data lives on the workers, which say so themselves.)"""
+    from sweeps.run import resolve_data_dir
+
+    if spec.dataset == "digits" or spec.download or address or os.environ.get("RAY_ADDRESS"):
+        return
+    folder = Path(resolve_data_dir(spec.data_dir))
+    if not folder.is_dir():
+        raise UsageError(f"data_dir={show(spec.data_dir)}: no such folder {folder} for {spec.dataset} (set "
+                         f"data_dir in the spec, SAMAT_DATA_ROOT, or download: true)")
 
 
 def sweep_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from analysis.tracking import TrackingError
+    from analysis.tracking import SweepStore, TrackingError, set_quiet_mlflow_env
     from sweeps.progress import ProgressCallback, SweepDisplay
-    from sweeps.run import SweepRefused, latest_name, run_sweep
+    from sweeps.run import SweepRefused, latest_name, resolve_tracking_uri, run_sweep
+
+    set_quiet_mlflow_env()
     from sweeps.spec import SpecError, load_spec
 
     try:
@@ -84,6 +95,15 @@ def sweep_command(args: argparse.Namespace) -> int:
         if not name or not (Path(args.results).expanduser() / name).is_dir():
             raise UsageError(f"--resume: no sweep of {spec.name!r} to resume in {args.results}")
     check_results_dir(args.results)
+    check_data(spec, args.address)
+    try:  # the tracking store answers before anything is announced, written or started
+        store = SweepStore(resolve_tracking_uri(args.tracking_uri, args.results))
+        if not store.tracking_uri.startswith("sqlite:///"):
+            store.check_reachable()
+    except TrackingError as e:
+        raise UsageError(f"--tracking-uri: {e}") from None
+    except SweepRefused as e:
+        raise UsageError(str(e)) from None
     console = Console(stderr=True)
     n_trials = args.trials or spec.search.trials
     console.print(f"[bold]samat sweep[/bold] {spec.name}: {n_trials} trials of {', '.join(spec.models)} x "
@@ -98,6 +118,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--tracking-uri: {e}") from None
     except SweepRefused as e:
         raise UsageError(str(e)) from None
+    except KeyboardInterrupt:  # Ctrl-C before Tune took over, or a second one while it saved its state
+        console.print(f"[yellow]Interrupted.[/yellow] What was saved can be resumed with:\n"
+                      f"  uv run samat sweep {args.spec} --resume --results {args.results}")
+        return INTERRUPTED
     print_front(result, Console())
     console.print(f"results: {result.path}\noptuna study: {result.optuna_storage} (study {result.name!r})\n"
                   f"MLflow: {result.tracking_uri} (experiment {result.name!r}); browse with: uv run mlflow ui "

@@ -80,7 +80,7 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if _open_display:
-            _open_display.trial_finished(trial)
+            _open_display.trial_finished(trial, error=(trial.last_result or {}).get("failure"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if _open_display:

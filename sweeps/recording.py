@@ -50,7 +50,8 @@ class MLflowRecorder(Callback):
             self.store.client.set_tag(run_id, "ray_node_id", result["node_id"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.store.finish_trial(self.run_of(trial), "FINISHED")
+        failure = (trial.last_result or {}).get("failure")
+        self.store.finish_trial(self.run_of(trial), "FAILED" if failure else "FINISHED", failure)
         self.store.update_front(self.sweep_name)
 
     def on_trial_error(self, iteration, trials, trial, **info):

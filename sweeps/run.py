@@ -57,6 +57,27 @@ def suggest(trial, name: str, value: Param):
     return value
 
 
+def failed_search_class():
+    """Ray's OptunaSearch tells Optuna COMPLETE whenever the trial has a last result, even one that errored
+    after some epochs (with those epochs' values), and it tries to tell NaN. Optuna must hear FAIL for a
+    trial that errored, diverged or lacks finite objectives, so its sampler never learns from them."""
+    import math
+
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FailureAwareOptunaSearch(OptunaSearch):
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            values = [(result or {}).get(m) for m in self.metric]
+            usable = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            if trial_id in self._completed_trials or (usable and not error and not (result or {}).get("failure")):
+                return super().on_trial_complete(trial_id, result, error)
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+
+    return FailureAwareOptunaSearch
+
+
 def make_sampler(spec: SweepSpec):
     import optuna
 
@@ -107,10 +128,12 @@ def trial_rows(result_grid, spec: SweepSpec) -> list[dict]:
         metrics = result.metrics or {}
         values = [metrics.get(m) for m in spec.objective_metrics]
         complete = result.error is None and metrics.get("epochs") == config_epochs(config)
+        failure = metrics.get("failure") or (str(result.error).strip().splitlines() or ["error"])[-1] \
+            if (metrics.get("failure") or result.error) else None
         rows.append({"trial_id": metrics.get("trial_id") or Path(result.path).name, "path": result.path,
-                     "status": "error" if result.error else ("complete" if complete else "unfinished"),
+                     "status": "error" if failure else ("complete" if complete else "unfinished"),
                      "params": searched_params(config, spec), "values": values, "metrics": metrics,
-                     "error": str(result.error).splitlines()[0] if result.error else None})
+                     "error": failure})
     rank_trials(rows, spec.objective_modes)
     return sorted(rows, key=lambda r: r["trial_id"])
 
@@ -151,6 +174,13 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         return True
+    # A single-machine Ray on loopback. Ray's switch for that (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default
+    # on Windows and macOS) keeps 127.0.0.1 as the node address, so GCS, raylet and workers listen there, not
+    # on every interface; without it Ray swaps 127.0.0.1 for this machine's network address. Ray reads the
+    # variable into a constant when imported, so set both; child processes inherit the variable. To listen
+    # wider, start a cluster yourself (`ray start --head`) and pass --address.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR",
              log_to_driver=False, _node_ip_address="127.0.0.1")
     return True
@@ -165,6 +195,21 @@ def resolve_tracking_uri(tracking_uri: str | None, results_dir: str | Path) -> s
         raise SweepRefused(f"results at {results_dir} are remote: give an MLflow tracking URI too "
                          f"(--tracking-uri or MLFLOW_TRACKING_URI)")
     return default_tracking_uri(results_dir)
+
+
+def settle_orphans(storage_url: str, name: str, store: SweepStore, trial_ids: set[str]) -> None:
+    """After a driver crash, Optuna and MLflow may hold trials that Ray proposed after its last saved state:
+    Ray proposes them again on resume, so the old ones never finish. Once the sweep is finished, mark them
+    FAIL (Optuna) and KILLED (MLflow) so that all three agree on the trials that ran."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for row in store.load_sweep(name).rows:
+        if row["status"] == "running" and row["trial_id"] not in trial_ids:
+            store.finish_trial(row["run_id"], "KILLED", "orphaned: the sweep driver stopped before Ray saved this "
+                                                        "trial; it was proposed again on resume")
 
 
 def resolve_data_dir(data_dir: str) -> str:
@@ -186,8 +231,6 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-
     from trainables.tune import train_trial
 
     from sweeps.recording import MLflowRecorder
@@ -229,7 +272,7 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
         if resume:
             tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
-            searcher = OptunaSearch(SearchSpace(spec), metric=spec.objective_metrics, mode=spec.objective_modes,
+            searcher = failed_search_class()(SearchSpace(spec), metric=spec.objective_metrics, mode=spec.objective_modes,
                                     sampler=make_sampler(spec), study_name=name,
                                     storage=optuna.storages.RDBStorage(storage_url))
             tuner = tune.Tuner(
@@ -244,10 +287,15 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         grid = tuner.fit()
         rows = trial_rows(grid, spec)
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune did not get to finish; what it saved can be resumed
+        store.close_sweep(name, finished=False)
+        raise
     finally:
         if connected:
             ray.shutdown()
     finished = len(rows) >= n_trials and all(r["status"] != "unfinished" for r in rows)
+    if finished:
+        settle_orphans(storage_url, name, store, {r["trial_id"] for r in rows})
     store.close_sweep(name, finished)
     front = sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0],
                    reverse=spec.objective_modes[0] == "max")

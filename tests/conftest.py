@@ -1,3 +1,10 @@
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -54,3 +61,40 @@ def tiny_sweep(tmp_path_factory):
 
     results = tmp_path_factory.mktemp("results")
     return run_sweep(validate_spec(tiny_spec()), results_dir=results, num_cpus=2)
+
+
+SAMAT = shutil.which("samat", path=str(Path(sys.executable).parent))
+
+
+def epochs_of(trial_dir: Path) -> list[int]:
+    """The epochs a trial reported, from its result.json (a line still being written is skipped)."""
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return [json.loads(line).get("epoch") for line in lines if line.endswith("}")]
+
+
+def last_result(trial_dir: Path) -> dict:
+    lines = [line for line in (trial_dir / "result.json").read_text().splitlines() if line.endswith("}")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def trial_dirs(sweep_dir: Path) -> list[Path]:
+    return [p for p in sweep_dir.iterdir() if (p / "result.json").is_file()] if sweep_dir.is_dir() else []
+
+
+def finished_trials(sweep_dir: Path, epochs: int) -> int:
+    """Trials whose result.json reached the last epoch: read-only, so polling never races the sweep's writes."""
+    return sum(1 for p in trial_dirs(sweep_dir) if epochs_of(p)[-1:] == [epochs])
+
+
+def stop_leftovers_of(driver_pid: int) -> None:
+    """Ray agents can outlive a SIGKILLed driver; stop exactly those of its session (the session folder's
+    name ends with the driver's pid), and no other Ray on the machine."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(f"_{driver_pid}" in os.readlink(fd) and "/session_" in os.readlink(fd)
+                   for fd in (proc / "fd").iterdir()):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue

@@ -2,26 +2,22 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
-
-from analysis.tracking import SweepStore
 import pytest
 import yaml
 
 from analysis.pareto import pareto_front
+from analysis.tracking import SweepStore
 from sweeps.cli import main
 from sweeps.run import run_sweep
 from sweeps.spec import validate_spec
-from tests.conftest import tiny_spec
+from tests.conftest import SAMAT, epochs_of, finished_trials, tiny_spec
 
-SAMAT = shutil.which("samat", path=str(Path(sys.executable).parent))
 
 
 def test_three_trial_sweep_end_to_end(tiny_sweep):
@@ -53,18 +49,6 @@ def test_a_second_sweep_of_the_same_spec_never_overwrites_the_first(tmp_path):
     assert result.name == "tiny-2" and (tmp_path / "tiny" / "keep.txt").read_text() == "earlier results"
 
 
-def finished_trials(sweep_dir: Path, epochs: int) -> int:
-    """Trials whose result.json reached the last epoch: read-only, so polling never races the sweep's writes."""
-    if not sweep_dir.is_dir():
-        return 0
-    return sum(1 for p in sweep_dir.iterdir() if (p / "result.json").is_file() and epochs_of(p)[-1:] == [epochs])
-
-
-def epochs_of(trial_dir: Path) -> list[int]:
-    lines = (trial_dir / "result.json").read_text().splitlines()
-    return [json.loads(line)["epoch"] for line in lines if line.endswith("}")]  # skip a line being written
-
-
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     spec_file = tmp_path / "resumable.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec(
@@ -87,6 +71,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     finished_before = {p.name: (p / "result.json").read_text() for p in (results / "resumable").iterdir()
                        if p.is_dir() and (p / "result.json").is_file() and epochs_of(p)[-1:] == [4]}
     assert 2 <= len(finished_before) < 5
+    interrupted = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("resumable")
+    assert interrupted.status == "interrupted"  # the parent run says so; every result line is whole JSON:
+    assert all(json.loads(line) for p in (results / "resumable").glob("*/result.json")
+               for line in p.read_text().splitlines())
 
     resumed = subprocess.run([SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"], env=env,
                              capture_output=True, text=True, timeout=400)

@@ -166,6 +166,8 @@ def fit(config: TrainConfig, on_epoch: Callable[[dict, Run], None] | None = None
         metrics["epochs"] = run.epoch
         if on_epoch:
             on_epoch(metrics, run)
-    if not metrics:  # resumed from a checkpoint of the last epoch: nothing left to train
+    if not metrics:  # resumed from a checkpoint of the last epoch: nothing to train, report the result again
         metrics = {"epoch": run.epoch, "epochs": run.epoch, "train_time_s": run.train_time_s} | run.evaluate()
+        if on_epoch:
+            on_epoch(metrics, run)
     return metrics

@@ -13,7 +13,7 @@ import torch
 from ray import tune
 
 from trainables.config import TrainConfig
-from trainables.run import Run, fit
+from trainables.run import DivergenceError, Run, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -43,8 +43,16 @@ def train_trial(config: dict) -> None:
             tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        fit(train_config, on_epoch=report)
-        return
-    with checkpoint.as_directory() as folder:
-        fit(train_config, on_epoch=report, resume_from=Path(folder) / CHECKPOINT_FILE)
+    try:
+        if checkpoint is None:
+            fit(train_config, on_epoch=report)
+            return
+        with checkpoint.as_directory() as folder:
+            fit(train_config, on_epoch=report, resume_from=Path(folder) / CHECKPOINT_FILE)
+    except DivergenceError as e:
+        # not raised: Tune would retry from the last checkpoint and diverge again. A result with `failure`
+        # ends the trial; samat's searcher tells Optuna it failed and the recorder marks its run FAILED.
+        # Tune insists that every result carries the objectives: a failed trial reports them as NaN.
+        metrics = ["clean_acc", "test_loss", "train_loss", "train_acc",
+                   *(a.metric for a in train_config.attack_specs + train_config.epoch_attack_specs)]
+        tune.report({**dict.fromkeys(metrics, float("nan")), "failure": str(e), "node_id": node_id})

@@ -1,0 +1,188 @@
+"""Faults, really caused: a killed trial worker, a killed driver, a diverging trial, an unreachable MLflow,
+and bad input of every kind. Ctrl-C is in test_sweep.py (interrupt, then --resume)."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from analysis.tracking import SweepStore
+from sweeps.cli import main
+from tests.conftest import (SAMAT, epochs_of, finished_trials, last_result, stop_leftovers_of, tiny_spec,
+                            trial_dirs)
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def wait_for(condition, process, seconds=240, what="condition"):
+    deadline = time.time() + seconds
+    while not condition():
+        assert process.poll() is None, f"the sweep ended before {what}: " + (process.stdout.read() or "")[-3000:]
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def test_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
+    spec = tmp_path / "retry.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(name="retry", models=["small_cnn"], methods={"sgd": {}},
+                                             train={"epochs": 6}, search={"sampler": "random", "trials": 1,
+                                                                          "concurrency": 1})))
+    results = tmp_path / "results"
+    sweep = subprocess.Popen([SAMAT, "sweep", str(spec), "--results", str(results)], env=ENV, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sweep_dir = results / "retry"
+    wait_for(lambda: any(len(epochs_of(p)) >= 2 for p in trial_dirs(sweep_dir)), sweep, what="epoch 2")
+    (trial,) = trial_dirs(sweep_dir)
+    worker = last_result(trial)["pid"]
+    os.kill(worker, signal.SIGKILL)  # the trial's worker process dies mid-training
+    out, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, out[-3000:]
+
+    assert epochs_of(trial) == [1, 2, 3, 4, 5, 6]  # continued from its checkpoint: no epoch ran twice
+    assert last_result(trial)["pid"] != worker and last_result(trial)["epochs"] == 6
+    record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("retry")
+    assert len(record.rows) == 1 and record.rows[0]["status"] == "complete"  # one MLflow run, not two
+    history = record.rows[0]["metrics"]
+    assert history["epoch"] == 6
+
+
+def test_killed_driver_is_resumed_and_everything_agrees(tmp_path):
+    spec = tmp_path / "crash.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(name="crash", models=["small_cnn"], train={"epochs": 3},
+                                             search={"sampler": "random", "seed": 2, "trials": 6,
+                                                     "concurrency": 2})))
+    results = tmp_path / "results"
+    sweep = subprocess.Popen([SAMAT, "sweep", str(spec), "--results", str(results)], env=ENV, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: finished_trials(results / "crash", 3) >= 2, sweep, what="two finished trials")
+        finished_before = {p.name: (p / "result.json").read_text() for p in trial_dirs(results / "crash")
+                           if epochs_of(p)[-1:] == [3]}
+        sweep.kill()  # SIGKILL: no chance to save anything more
+        sweep.wait(timeout=30)
+    finally:
+        stop_leftovers_of(sweep.pid)
+
+    resumed = subprocess.run([SAMAT, "sweep", str(spec), "--results", str(results), "--resume"], env=ENV,
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-3000:]
+
+    finished = [p for p in trial_dirs(results / "crash") if epochs_of(p)[-1:] == [3]]
+    for name, text in finished_before.items():  # no finished trial re-ran (it may report its end once more)
+        assert (results / "crash" / name / "result.json").read_text().startswith(text)
+        assert epochs_of(results / "crash" / name).count(1) == 1
+    study = optuna.load_study(study_name="crash", storage=f"sqlite:///{results / 'crash' / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("crash")
+    complete_runs = [r for r in record.rows if r["status"] == "complete"]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert states.count(optuna.trial.TrialState.COMPLETE) == len(complete_runs) == len(finished) == 6
+    assert not [r for r in record.rows if r["status"] == "running"]
+    assert record.status == "finished" and all(r["rank"] for r in complete_runs) and record.front
+
+
+def test_diverging_trial_fails_alone_and_the_front_ignores_it(tmp_path):
+    from sweeps.run import run_sweep
+    from sweeps.spec import validate_spec
+
+    spec = validate_spec(tiny_spec(name="diverge", models=["mlp"], methods={"sgd": {}}, train={
+        "epochs": 2, "momentum": 0.0, "lr": {"choices": [0.05, 1.0e7]}},
+        search={"sampler": "random", "seed": 0, "trials": 4, "concurrency": 2}))
+    result = run_sweep(spec, results_dir=tmp_path, num_cpus=2)
+    diverged = [r for r in result.trials if r["params"]["lr"] == 1.0e7]
+    healthy = [r for r in result.trials if r["params"]["lr"] == 0.05]
+    assert diverged and healthy, "the seed must draw both learning rates"
+    assert result.finished and all(r["status"] == "error" and "lower the learning rate" in r["error"]
+                                   for r in diverged)
+    assert all(r["status"] == "complete" and r["rank"] for r in healthy)  # the sweep went on
+    assert {r["trial_id"] for r in result.front} <= {r["trial_id"] for r in healthy}
+
+    study = optuna.load_study(study_name="diverge", storage=result.optuna_storage)
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == len(diverged) and all(t.params["lr"] == 1.0e7 for t in failed)
+    record = SweepStore(result.tracking_uri).load_sweep("diverge")
+    failed_runs = [r for r in record.rows if r["status"] == "error"]
+    assert len(failed_runs) == len(diverged) and all("lower the learning rate" in r["error"] for r in failed_runs)
+    assert all(r["rank"] is None for r in failed_runs)
+
+
+def test_unreachable_tracking_server_exits_2_before_anything_starts(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    uri = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    start = time.time()
+    assert main(["sweep", "quick", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and uri in err and "not reachable" in err
+    assert time.time() - start < 60 and list(tmp_path.iterdir()) == [] and not ray.is_initialized()
+
+
+GOOD = tiny_spec()
+BAD_SPECS = [
+    ({"colour": "red"}, "colour"),
+    ({"search": {"trials": "many"}}, "search.trials=many"),
+    ({"eval_n": [1, 2]}, "eval_n=[1, 2]"),
+    ({"methods": {"sam": {"rho": -0.5}}}, "sam.rho: -0.5"),
+    ({"methods": {"at": {"eps": 1.5}}}, "at.eps: 1.5"),
+    ({"methods": {}}, "methods"),
+    ({"methods": {"sgd": {"rho": 0.1}}}, "sgd takes no 'rho'"),
+    ({"search": {"sampler": "cmaes"}}, "search.sampler=cmaes"),
+    ({"objectives": [{"metric": "clean_acc"}] * 4}, "got 4"),
+    ({"models": ["resnet50"]}, "models.0=resnet50"),
+    ({"models": []}, "models"),
+    ({"objective_attack": "pgd_linf"}, "pgd_linf"),
+    ({"train": {"lr": {"low": 0, "high": 1, "log": True}}}, "log range needs low > 0"),
+    ({"resources": {"gpu": -1}}, "resources.gpu=-1"),
+    ({"dataset": "cifar10", "data_dir": "/nonexistent/cifar"}, "data_dir=/nonexistent/cifar"),
+]
+BAD_FLAGS = [
+    (["--trials", "0"], "--trials: 0 must be at least 1"),
+    (["--concurrency", "-1"], "--concurrency"),
+    (["--results", "/proc/samat"], "--results=/proc/samat"),
+    (["--results", "{tmp}/a-file"], "exists and is not a folder"),
+    (["--resume"], "--resume: no sweep"),
+]
+
+
+@pytest.mark.parametrize("change,message", BAD_SPECS + [(None, m) for _, m in BAD_FLAGS],
+                         ids=[m for _, m in BAD_SPECS] + [" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, change, message):
+    import ray
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**GOOD, **(change or {})}))
+    (tmp_path / "a-file").write_text("not a folder")
+    flags = next((f for f, m in BAD_FLAGS if m == message), []) if change is None else []
+    before = sorted(tmp_path.iterdir())
+    try:
+        code = main(["sweep", str(spec), "--results", str(tmp_path / "results"),
+                     *[f.replace("{tmp}", str(tmp_path)) for f in flags]])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert sorted(tmp_path.iterdir()) == before and not ray.is_initialized()
+
+
+def test_local_ray_listens_on_loopback_only():
+    import ray
+
+    from sweeps.run import start_ray
+
+    assert start_ray(None, 1)
+    try:
+        pids = {str(os.getpid())} | {p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                                     and "ray" in (p / "cmdline").read_bytes().decode(errors="ignore")[:300]}
+        listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+        ours = [line.split()[3] for line in listening.splitlines()
+                if any(f"pid={pid}," in line for pid in pids)]
+        assert ours, listening
+        assert all(addr.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]") for addr in ours), ours
+    finally:
+        ray.shutdown()
