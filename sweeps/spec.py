@@ -28,7 +28,7 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
 NOT_IN_TRAIN = {"dataset", "data_dir", "download", "image_size", "model", "method", "eval_attacks", "epoch_attacks",
                 "eval_n", "device", *{p for params in METHOD_PARAMS.values() for p in params}}
 # metrics every trial reports (robust_acc/<attack> come from the spec's attacks)
-BASE_METRICS = ("clean_acc", "test_loss", "train_loss", "train_acc", "train_time_s")
+BASE_METRICS = ("clean_acc", "test_loss", "train_loss", "train_acc", "train_time_s", "eval_time_s")
 
 
 class SpecError(Exception):

@@ -8,13 +8,14 @@ NORM linf | l2; EPS `8of255` or a plain number such as `0.1`. CW (c = 1, unbound
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables.step import eval_mode, input_gradients_only
+from trainables.step import eval_mode
 
 KINDS = ("fgsm", "pgd", "autoattack", "fab", "square", "cw")
 DEFAULT_STEPS = {"pgd": 10, "cw": 10}
@@ -83,6 +84,21 @@ def parse_attack(name: str) -> AttackSpec:
     return AttackSpec(kind, m["norm"], eps, steps, per_255=bool(m["of255"]))
 
 
+@contextmanager
+def input_gradients_only(model: nn.Module):
+    """Parameters stop requiring grad meanwhile. For attacks that call `.backward()` (torchattacks' FAB and
+    CW) this skips every weight-gradient kernel and leaves nothing in `.grad`; attacks that ask
+    `torch.autograd.grad` for the input gradient (PGD, FGSM) get both without it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
     correct = torch.zeros((), device=x.device)
     loss = torch.zeros((), device=x.device)
@@ -96,7 +112,8 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 def robust_accuracy(model: nn.Module, attack: AttackSpec, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                     batch_size: int = 500) -> float:
-    """Accuracy on the attacked images. Parameters are frozen meanwhile: attacks need input gradients only."""
+    """Accuracy on the attacked images. Parameters are frozen meanwhile: attacks need input gradients only, and
+    FAB and CW call `.backward()`, which would otherwise also compute (and keep) weight gradients."""
     correct = torch.zeros((), device=x.device)
     with eval_mode(model), input_gradients_only(model):
         atk = attack.build(model, num_classes)

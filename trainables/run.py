@@ -63,6 +63,7 @@ class Run:
                               attack_steps=config.attack_steps, alpha=config.alpha)
         self.epoch = 0
         self.train_time_s = 0.0
+        self.eval_time_s = 0.0
 
     def train_epoch(self, on_batch: Callable[[Run, int], None] | None = None) -> dict[str, float]:
         data, cfg = self.data, self.config
@@ -93,13 +94,16 @@ class Run:
     def evaluate(self, attacks=None) -> dict[str, float]:
         cfg = self.config
         attacks = cfg.attack_specs if attacks is None else attacks
-        return evaluate(self.model, self.data.test_x, self.data.test_y, self.data.num_classes, attacks, cfg.eval_n)
+        start = time.perf_counter()
+        metrics = evaluate(self.model, self.data.test_x, self.data.test_y, self.data.num_classes, attacks, cfg.eval_n)
+        self.eval_time_s += time.perf_counter() - start  # evaluate syncs with the device: the time is real
+        return metrics | {"eval_time_s": self.eval_time_s}
 
     # ---- checkpoints: tensors, numbers and strings only, so torch.load(weights_only=True) can read them ----
 
     def state_dict(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": self.config.model_dump(mode="json"), "epoch": self.epoch,
-                "train_time_s": self.train_time_s, "model": self.model.state_dict(),
+                "train_time_s": self.train_time_s, "eval_time_s": self.eval_time_s, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -117,6 +121,7 @@ class Run:
             raise CheckpointError(f"{source}: does not fit this model: {str(e).splitlines()[0]}") from e
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.train_time_s = state["epoch"], state["train_time_s"]
+        self.eval_time_s = state.get("eval_time_s", 0.0)
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
