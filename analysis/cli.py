@@ -121,20 +121,26 @@ def list_sweeps(store, console) -> None:
     console.print(table)
 
 
-def show_front(record, console) -> None:
+def front_table(title: str, objectives: list[str], front: list[dict]):
+    """The Pareto front as a table: trial, method, model, searched params, objective values."""
     from rich.table import Table
 
     from sweeps.progress import format_params
 
-    table = Table(title=f"Pareto front of {record.name} ({record.status}): {len(record.front)} of "
-                        f"{len(record.finished)} finished trials, hypervolume {record.hypervolume():.4f}")
-    for column in ("trial", "method", "model", "params", *record.objectives):
-        table.add_column(column, justify="right" if column in record.objectives else "left")
-    for row in record.front:
+    table = Table(title=title)
+    for column in ("trial", "method", "model", "params", *objectives):
+        table.add_column(column, justify="right" if column in objectives else "left")
+    for row in front:
         p = row["params"]
         table.add_row(row["trial_id"], p.get("method"), p.get("model"), format_params(p),
                       *(f"{v:.4f}" for v in row["values"]))
-    console.print(table)
+    return table
+
+
+def show_front(record, console) -> None:
+    console.print(front_table(f"Pareto front of {record.name} ({record.status}): {len(record.front)} of "
+                              f"{len(record.finished)} finished trials, hypervolume {record.hypervolume():.4f}",
+                              record.objectives, record.front))
 
 
 def compare(a, b, console) -> None:

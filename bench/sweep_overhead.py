@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 
-import ray
 import torch
-from ray.tune import Callback
+from timed_sweep import timed_sweep
 
-from sweeps.run import run_sweep, start_ray
 from sweeps.spec import validate_spec
 from trainables.run import fit
 from trainables.tune import trial_config
@@ -41,26 +38,9 @@ def main() -> None:
         "search": {"sampler": "random", "trials": args.trials, "concurrency": args.concurrency},
         "resources": {"cpu": 1},
     })
-    start = time.perf_counter()
-    import optuna  # noqa: F401 - the driver's imports are start-up, like Ray's: a plain loop has torch loaded too
-    import ray.tune  # noqa: F401
-    import ray.tune.search.optuna  # noqa: F401
-    start_ray(None)
-    ray_start = time.perf_counter() - start
-    first_start: list[float] = []
-
-    class FirstTrialStart(Callback):
-        """Tune starts a trial once its actor is up, i.e. after the process imported the trainable."""
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            first_start.append(time.perf_counter())
-
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as results:
-        result = run_sweep(spec, results_dir=results, callbacks=[FirstTrialStart()])
-    sweep_s = time.perf_counter() - start
-    workers_s = first_start[0] - start
-    ray.shutdown()
+    timed_run = timed_sweep(spec)
+    result, ray_start, workers_s, sweep_s = timed_run.result, timed_run.ray_start_s, timed_run.workers_s, \
+        timed_run.sweep_s
 
     torch.set_num_threads(os.cpu_count())
     start = time.perf_counter()

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from analysis.cli import add_frontier_parser
+from analysis.cli import add_frontier_parser, front_table
 from trainables.cli import USAGE_ERROR, OneLineParser, UsageError, add_train_parser, show
 
 INTERRUPTED = 130
@@ -134,19 +134,9 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 
 def print_front(result, console) -> None:
-    from rich.table import Table
-
-    from sweeps.progress import format_params
-
     failed = sum(r["status"] == "error" for r in result.trials)
-    table = Table(title=f"Pareto front of {result.name}: {len(result.front)} of "
-                        f"{len(result.trials)} trials{f' ({failed} failed)' if failed else ''}")
-    for column in ("trial", "method", "model", "params", *result.objectives):
-        table.add_column(column, justify="right" if column in result.objectives else "left")
-    for row in result.front:
-        p = row["params"]
-        table.add_row(row["trial_id"], p["method"], p["model"], format_params(p), *(f"{v:.4f}" for v in row["values"]))
-    console.print(table)
+    console.print(front_table(f"Pareto front of {result.name}: {len(result.front)} of {len(result.trials)} "
+                              f"trials{f' ({failed} failed)' if failed else ''}", result.objectives, result.front))
 
 
 def main(argv: list[str] | None = None) -> int:

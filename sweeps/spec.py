@@ -73,14 +73,15 @@ def param_values(value: Param) -> list[Scalar]:
     return [value]
 
 
-def check_against_train_config(field: str, value: Param) -> None:
+def check_against_train_config(field: str, value: Param, where: str) -> None:
+    """Every value a spec can give `field` must be one TrainConfig accepts; errors start with `where`."""
     if field not in TrainConfig.model_fields:
-        raise ValueError(f"unknown training field {field!r}")
+        raise ValueError(f"{where}: unknown training field {field!r}")
     for v in param_values(value):
         try:
             TrainConfig(**{field: v})
         except ValidationError as e:
-            raise ValueError(f"{v!r} is not allowed: {e.errors()[0]['msg']}") from None
+            raise ValueError(f"{where}: {v!r} is not allowed: {e.errors()[0]['msg']}") from None
 
 
 class Objective(BaseModel):
@@ -148,10 +149,7 @@ class SweepSpec(BaseModel):
                 if field not in METHOD_PARAMS[method]:
                     allowed = ", ".join(METHOD_PARAMS[method]) or "none"
                     raise ValueError(f"{method}.{field}: {method} takes no {field!r} (its parameters: {allowed})")
-                try:
-                    check_against_train_config(field, value)
-                except ValueError as e:
-                    raise ValueError(f"{method}.{field}: {e}") from None
+                check_against_train_config(field, value, f"{method}.{field}")
         return methods
 
     @field_validator("train")
@@ -160,10 +158,7 @@ class SweepSpec(BaseModel):
         for field, value in train.items():
             if field in NOT_IN_TRAIN:
                 raise ValueError(f"{field}: set it at the top of the spec or under methods, not under train")
-            try:
-                check_against_train_config(field, value)
-            except ValueError as e:
-                raise ValueError(f"{field}: {e}") from None
+            check_against_train_config(field, value, field)
         return train
 
     @field_validator("objective_attack")
