@@ -2,6 +2,8 @@
 
     uv run python bench/step_cost.py                      # small_cnn, CIFAR-shaped batch of 128, on the CPU
     uv run python bench/step_cost.py --model preact_resnet18 --batch-size 32 --repeats 5
+    python bench/step_cost.py --model preact_resnet18 --batch-size 512 --device cuda --precision bf16 \
+        --channels-last --compile                           # GPU images/s (torch only: runs on a bare image)
 
 Goals: SAM / SGD <= 2.1 (two forward+backward passes is the floor of 2.0); PGD-k AT / SGD <= 1.05 (k + 1).
 Steps are timed interleaved (sgd, sam, at, sgd, ...) so drift of the machine hits every method alike; the
@@ -29,17 +31,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast forwards")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC model and batch")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up compiles)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = build_model(args.model, channels=args.channels, num_classes=10, image_size=args.image_size,
-                        mean=(0.5,) * args.channels, std=(0.25,) * args.channels).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    net = build_model(args.model, channels=args.channels, num_classes=10, image_size=args.image_size,
+                      mean=(0.5,) * args.channels, std=(0.25,) * args.channels).to(device, memory_format=memory_format)
+    model = torch.compile(net) if args.compile else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device)
+    x = x.contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
-    steps = {"sgd": make_step("sgd"), "sam": make_step("sam", rho=0.05),
-             f"at (PGD-{args.attack_steps})": make_step("at", eps=8 / 255, attack_steps=args.attack_steps)}
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    steps = {"sgd": make_step("sgd", forward_dtype=dtype), "sam": make_step("sam", rho=0.05, forward_dtype=dtype),
+             f"at (PGD-{args.attack_steps})": make_step("at", eps=8 / 255, attack_steps=args.attack_steps,
+                                                        forward_dtype=dtype)}
 
     def timed(step) -> float:
         if device.type == "cuda":
@@ -63,14 +73,17 @@ def main() -> None:
     k = args.attack_steps
     goals = {"sgd": None, "sam": 2.1, f"at (PGD-{k})": 1.05 * (k + 1)}
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    options = ", ".join(o for o, on in (("bf16", dtype), ("channels_last", args.channels_last),
+                                         ("compiled", args.compile)) if on) or "fp32"
     print(f"{args.model}, batch {args.batch_size} x {args.channels}x{args.image_size}x{args.image_size}, "
-          f"device {device} (torch threads {threads}), median of {args.repeats}")
-    print(f"{'method':<16}{'ms/step':>10}{'x SGD':>8}{'goal':>8}  ")
+          f"device {device} (torch threads {threads}), {options}, median of {args.repeats}")
+    print(f"{'method':<16}{'ms/step':>10}{'img/s':>10}{'x SGD':>8}{'goal':>8}  ")
     for name, seconds in median.items():
         ratio = seconds / median["sgd"]
         goal = goals[name]
         verdict = "" if goal is None else ("ok" if ratio <= goal else "MISSED")
-        print(f"{name:<16}{1000 * seconds:>10.1f}{ratio:>8.2f}{'' if goal is None else f'{goal:.2f}':>8}  {verdict}")
+        print(f"{name:<16}{1000 * seconds:>10.1f}{args.batch_size / seconds:>10.0f}{ratio:>8.2f}"
+              f"{'' if goal is None else f'{goal:.2f}':>8}  {verdict}")
 
 
 if __name__ == "__main__":

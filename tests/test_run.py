@@ -109,3 +109,38 @@ def test_big_models_take_any_input_size_and_class_count(model):
         net = build_model(model, channels=channels, num_classes=classes, image_size=size, mean=(0.5,) * channels,
                           std=(0.25,) * channels, **kw)
         assert net(torch.rand(2, channels, size, size)).shape == (2, classes)
+
+
+@pytest.mark.parametrize("method", ["sgd", "sam", "at"])
+def test_bf16_autocast_steps_stay_close_to_fp32_and_keep_fp32_weights(digits, method):
+    from trainables.models import build_model
+    from trainables.step import make_step
+
+    x, y = digits.train_x[:128], digits.train_y[:128]
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = build_model("small_cnn", channels=1, num_classes=10, image_size=8, mean=(0.5,), std=(0.25,))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        loss, logits = make_step(method, eps=0.1, attack_steps=2, forward_dtype=dtype)(model, x, y, optimizer)
+        assert logits.dtype == (dtype or torch.float32)  # the forward pass ran in bf16
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        losses[dtype] = loss.item()
+    assert losses[torch.bfloat16] == pytest.approx(losses[None], rel=0.05)
+
+
+def test_channels_last_and_compile_train_and_checkpoint_like_the_plain_model(tmp_path, digits):
+    config = TrainConfig(epochs=2, channels_last=True, compile=True, precision="bf16", eval_attacks=())
+    run = Run(config, digits)
+    assert run.model is not run.net  # compiled wrapper for forward passes, plain module for weights
+    conv = next(m for m in run.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = Run(TrainConfig(epochs=2, eval_attacks=()), digits)  # same seed, none of the three options
+    fast_loss, plain_loss = run.train_epoch()["train_loss"], plain.train_epoch()["train_loss"]
+    assert fast_loss == pytest.approx(plain_loss, rel=0.1)
+    assert abs(run.evaluate([])["clean_acc"] - plain.evaluate([])["clean_acc"]) < 0.1
+    path = run.save(tmp_path / "compiled.pt")
+    assert not any(k.startswith("_orig_mod") for k in read_checkpoint(path)["model"])
+    plain.load(path)  # a compiled run's checkpoint loads into a plain one
+    for a, b in zip(plain.net.state_dict().values(), run.net.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu())

@@ -42,6 +42,12 @@ class TrainConfig(BaseModel):
     schedule: Literal["piecewise", "cosine", "constant"] = Field(
         "piecewise", description="learning-rate schedule (piecewise: x0.1 at 75%, x0.01 at 90% of training)")
     seed: int = Field(0, ge=0, description="random seed (CPU runs repeat exactly)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: training and attack-crafting forward "
+                                                                   "passes under bfloat16 autocast (parameters, "
+                                                                   "optimiser and evaluation stay fp32)")
+    channels_last: bool = Field(False, description="NHWC memory layout for the model and its batches (faster "
+                                                   "convolutions on GPUs)")
+    compile: bool = Field(False, description="torch.compile the model (the first steps pay for compiling)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
     eval_attacks: tuple[str, ...] = Field(("pgd_linf_2of255", "pgd_linf_8of255"),
                                           description="attacks evaluated after the last epoch, comma-separated")

@@ -50,17 +50,22 @@ class Run:
         torch.manual_seed(config.seed)
         data = data or load_dataset(config.dataset, config.data_dir, config.download, config.image_size)
         self.data = data.to(self.device)
-        self.model = build_model(config.model, channels=data.channels, num_classes=data.num_classes,
-                                 image_size=data.image_size, mean=data.mean, std=data.std,
-                                 depth=config.depth, width=config.width).to(self.device)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        # `net` holds the weights (checkpoints, optimiser); `model` runs forward passes: the same module, or its
+        # torch.compile wrapper, whose state_dict keys would carry an `_orig_mod.` prefix
+        self.net = build_model(config.model, channels=data.channels, num_classes=data.num_classes,
+                               image_size=data.image_size, mean=data.mean, std=data.std, depth=config.depth,
+                               width=config.width).to(self.device, memory_format=self.memory_format)
+        self.model = torch.compile(self.net) if config.compile else self.net
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.batches_per_epoch = max(1, len(data.train_y) // config.batch_size)  # drop the ragged last batch
         total = config.epochs * self.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(config.schedule, step / total))
         self.step = make_step(config.method, rho=config.rho, eta=config.eta, norm=config.norm, eps=config.eps,
-                              attack_steps=config.attack_steps, alpha=config.alpha)
+                              attack_steps=config.attack_steps, alpha=config.alpha,
+                              forward_dtype=torch.bfloat16 if config.precision == "bf16" else None)
         self.epoch = 0
         self.train_time_s = 0.0
         self.eval_time_s = 0.0
@@ -74,7 +79,8 @@ class Run:
         correct = torch.zeros((), device=self.device)
         for i in range(self.batches_per_epoch):
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x, y = augment(data.train_x[idx], data.crop_padding, data.flip), data.train_y[idx]
+            x = augment(data.train_x[idx], data.crop_padding, data.flip).contiguous(memory_format=self.memory_format)
+            y = data.train_y[idx]
             loss, logits = self.step(self.model, x, y, self.optimizer)
             self.scheduler.step()
             loss_sum += loss * len(y)  # accumulated on the device: no host sync inside the epoch
@@ -103,7 +109,7 @@ class Run:
 
     def state_dict(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": self.config.model_dump(mode="json"), "epoch": self.epoch,
-                "train_time_s": self.train_time_s, "eval_time_s": self.eval_time_s, "model": self.model.state_dict(),
+                "train_time_s": self.train_time_s, "eval_time_s": self.eval_time_s, "model": self.net.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -115,7 +121,7 @@ class Run:
                 raise CheckpointError(f"{source}: saved for {field}={saved.get(field)!r}, this run has "
                                       f"{field}={getattr(self.config, field)!r}")
         try:
-            self.model.load_state_dict(state["model"])
+            self.net.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{source}: does not fit this model: {str(e).splitlines()[0]}") from e

@@ -24,6 +24,11 @@ METHODS = ("sgd", "sam", "asam", "at", "fast_at", "sam_at")
 LossFn = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (loss, logits) at the current weights
 
 
+def autocast(x: torch.Tensor, dtype: torch.dtype | None):
+    """Forward passes in `dtype` (bf16) where given; a no-op for fp32."""
+    return torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
+
+
 @contextmanager
 def eval_mode(model: nn.Module):
     """BatchNorm uses running statistics and leaves them alone; dropout is off; the mode is restored after."""
@@ -66,6 +71,7 @@ class PGD:
     alpha: float
     steps: int
     random_start: bool = True
+    forward_dtype: torch.dtype | None = None  # bf16 autocast for the attack's forward passes
 
     def project(self, delta: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
@@ -92,7 +98,9 @@ class PGD:
         with eval_mode(model):
             for _ in range(self.steps):
                 delta.requires_grad_(True)
-                loss = F.cross_entropy(model(x + delta), y)
+                with autocast(x, self.forward_dtype):
+                    logits = model(x + delta)
+                loss = F.cross_entropy(logits.float(), y)
                 # the input gradient only: backward skips the weight-gradient kernels (a step costs ~3/4 of
                 # a training pass) and nothing reaches the parameters' .grad, so SAM's ascent sees no leak
                 (grad,) = torch.autograd.grad(loss, delta)
@@ -103,8 +111,9 @@ class PGD:
 class FGSM(PGD):
     """FastAT's FGSM (Wong et al. 2020): one step of α = 1.25ε from a uniform random start in the ε-ball."""
 
-    def __init__(self, norm: str, eps: float, alpha: float | None = None):
-        super().__init__(norm, eps, 1.25 * eps if alpha is None else alpha, steps=1, random_start=True)
+    def __init__(self, norm: str, eps: float, alpha: float | None = None, forward_dtype: torch.dtype | None = None):
+        super().__init__(norm, eps, 1.25 * eps if alpha is None else alpha, steps=1, random_start=True,
+                         forward_dtype=forward_dtype)
 
 
 # ---- weight perturbations ------------------------------------------------------------------------------------
@@ -169,23 +178,27 @@ class ASAM(SAM):
 class TrainStep:
     input_perturbation: NoInputPerturbation | PGD
     weight_perturbation: NoWeightPerturbation | SAM
+    forward_dtype: torch.dtype | None = None  # bf16 autocast for forward passes; the loss and backward stay fp32
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer):
         """One optimiser step; returns (loss, logits) on the (possibly perturbed) batch at the current weights."""
         x = self.input_perturbation(model, x, y)  # detached: no attack gradient reaches the weight step
 
         def loss_fn():
-            logits = model(x)
-            return F.cross_entropy(logits, y), logits
+            with autocast(x, self.forward_dtype):
+                logits = model(x)
+            return F.cross_entropy(logits.float(), y), logits
 
         return self.weight_perturbation.step(model, loss_fn, optimizer)
 
 
 def make_step(method: str, *, rho: float = 0.05, eta: float = 0.01, norm: str = "linf", eps: float = 8 / 255,
-              attack_steps: int = 10, alpha: float | None = None) -> TrainStep:
+              attack_steps: int = 10, alpha: float | None = None, forward_dtype: torch.dtype | None = None) -> TrainStep:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    pgd = PGD(norm, eps, 2.5 * eps / attack_steps if alpha is None else alpha, attack_steps)
-    inputs = {"at": pgd, "sam_at": pgd, "fast_at": FGSM(norm, eps, alpha)}.get(method, NoInputPerturbation())
+    pgd = PGD(norm, eps, 2.5 * eps / attack_steps if alpha is None else alpha, attack_steps,
+              forward_dtype=forward_dtype)
+    fgsm = FGSM(norm, eps, alpha, forward_dtype=forward_dtype)
+    inputs = {"at": pgd, "sam_at": pgd, "fast_at": fgsm}.get(method, NoInputPerturbation())
     weights = {"sam": SAM(rho), "sam_at": SAM(rho), "asam": ASAM(rho, eta)}.get(method, NoWeightPerturbation())
-    return TrainStep(inputs, weights)
+    return TrainStep(inputs, weights, forward_dtype)
