@@ -128,8 +128,9 @@ def trial_rows(result_grid, spec: SweepSpec) -> list[dict]:
         metrics = result.metrics or {}
         values = [metrics.get(m) for m in spec.objective_metrics]
         complete = result.error is None and metrics.get("epochs") == config_epochs(config)
-        failure = metrics.get("failure") or (str(result.error).strip().splitlines() or ["error"])[-1] \
-            if (metrics.get("failure") or result.error) else None
+        failure = metrics.get("failure")  # a diverged trial reports why
+        if result.error and not failure:  # a crashed one: the last line of Ray's error says what happened
+            failure = (str(result.error).strip().splitlines() or ["error"])[-1]
         rows.append({"trial_id": metrics.get("trial_id") or Path(result.path).name, "path": result.path,
                      "status": "error" if failure else ("complete" if complete else "unfinished"),
                      "params": searched_params(config, spec), "values": values, "metrics": metrics,

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from trainables.config import TrainConfig
 from trainables.data import load_digits_data

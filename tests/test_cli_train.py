@@ -1,7 +1,6 @@
 """`samat train`: the JSON result on digits, and one-line exit-2 errors for bad input."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

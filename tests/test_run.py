@@ -1,6 +1,5 @@
 """Runs: repeatable, resumable from checkpoints to identical results, safe against foreign files, and loud on NaN."""
 
-import pickle
 
 import pytest
 import torch

@@ -2,7 +2,6 @@
 
 import optuna
 import pytest
-import yaml
 
 from sweeps.run import SearchSpace
 from sweeps.spec import SpecError, available_specs, load_spec, validate_spec
