@@ -179,13 +179,15 @@ class SweepStore:
             self.client.log_batch(run.info.run_id, params=flat[i:i + 100])
         return run.info.run_id
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int, tags: dict | None = None) -> None:
+        """Metrics at `step` (and tags) in one write."""
         import time
 
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                              tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
     def finish_trial(self, run_id: str, status: str, reason: str | None = None) -> None:
         if reason:

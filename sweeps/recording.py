@@ -45,9 +45,9 @@ class MLflowRecorder(Callback):
         run_id = self.run_of(trial)
         metrics = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k != "done"
                    and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.store.log_metrics(run_id, metrics, step=int(result.get("epoch", result.get("training_iteration", 0))))
-        if result.get("node_id"):
-            self.store.client.set_tag(run_id, "ray_node_id", result["node_id"])
+        # the node tag rides along each epoch: a retried trial may continue on another node
+        self.store.log_metrics(run_id, metrics, step=int(result.get("epoch", result.get("training_iteration", 0))),
+                               tags={"ray_node_id": result["node_id"]} if result.get("node_id") else None)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         failure = (trial.last_result or {}).get("failure")
