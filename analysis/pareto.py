@@ -94,3 +94,9 @@ def rank_trials(rows: list[dict], directions: Sequence[str]) -> list[dict]:
     for row, rank in zip(usable, pareto_ranks([r["values"] for r in usable], directions)):
         row["rank"] = rank
     return rows
+
+
+def front_rows(rows: list[dict], directions: Sequence[str]) -> list[dict]:
+    """The ranked rows on the front (rank 1), best first by the first objective."""
+    return sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0],
+                  reverse=directions[0] == "max")

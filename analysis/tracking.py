@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from analysis.pareto import hypervolume, rank_trials
+from analysis.pareto import front_rows, hypervolume, rank_trials
 
 ROLE = "samat.role"
 STATUS = "samat.status"  # running | interrupted | finished (the parent's MLflow status follows it)
@@ -77,8 +77,7 @@ class SweepRecord:
 
     @property
     def front(self) -> list[dict]:
-        return sorted((r for r in self.rows if r["rank"] == 1), key=lambda r: r["values"][0],
-                      reverse=self.directions[0] == "max")
+        return front_rows(self.rows, self.directions)
 
     @property
     def finished(self) -> list[dict]:
@@ -141,20 +140,16 @@ class SweepStore:
         experiment = self.client.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
             name, artifact_location=artifact_root(self.tracking_uri) and f"{artifact_root(self.tracking_uri)}/{name}")
-        parents = self.client.search_runs([experiment_id], f"tags.`{ROLE}` = 'sweep'", max_results=1)
-        if parents:
-            run_id = parents[0].info.run_id
+        parent = self.parent_run(experiment_id)
+        if parent:
+            run_id = parent.info.run_id
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, STATUS, "running")
             return run_id
         run = self.client.create_run(experiment_id, run_name=name, tags={
             ROLE: "sweep", STATUS: "running", "samat.objectives": json.dumps(list(zip(objectives, directions))),
             "samat.reference": json.dumps(reference), "mlflow.note.content": spec.get("description", "")})
-        from mlflow.entities import Param
-
-        params = [Param(k[:250], str(v)[:6000]) for k, v in flatten(spec).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[i:i + 100])
+        self.log_params(run.info.run_id, spec)
         with tempfile.TemporaryDirectory() as folder:
             import yaml
 
@@ -169,15 +164,19 @@ class SweepStore:
         found = self.client.search_runs([experiment_id], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1)
         if found:
             return found[0].info.run_id
-        from mlflow.entities import Param
-
         run = self.client.create_run(experiment_id, run_name=f"{params.get('method')}-{trial_id}", tags={
             "mlflow.parentRunId": parent_run_id, ROLE: "trial", TRIAL_ID: trial_id, PARAMS_TAG: json.dumps(params),
             "pareto_front": "false", **{k: str(v) for k, v in tags.items()}})
-        flat = [Param(k[:250], str(v)[:6000]) for k, v in flatten(config).items()]
-        for i in range(0, len(flat), 100):
-            self.client.log_batch(run.info.run_id, params=flat[i:i + 100])
+        self.log_params(run.info.run_id, config)
         return run.info.run_id
+
+    def log_params(self, run_id: str, values: dict) -> None:
+        """A nested dict as flat params, within MLflow's limits (250-char keys, 6000-char values, 100 a batch)."""
+        from mlflow.entities import Param
+
+        params = [Param(k[:250], str(v)[:6000]) for k, v in flatten(values).items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i:i + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int, tags: dict | None = None) -> None:
         """Metrics at `step` (and tags) in one write."""
@@ -236,14 +235,18 @@ class SweepStore:
 
     # ---- reading ------------------------------------------------------------------------------------------
 
+    def parent_run(self, experiment_id: str):
+        """The sweep's parent run in an experiment, or None (an experiment samat did not make)."""
+        parents = self.client.search_runs([experiment_id], f"tags.`{ROLE}` = 'sweep'", max_results=1)
+        return parents[0] if parents else None
+
     def sweep_parent(self, name: str):
         experiment = self.client.get_experiment_by_name(name)
-        parents = experiment and self.client.search_runs([experiment.experiment_id], f"tags.`{ROLE}` = 'sweep'",
-                                                         max_results=1)
-        if not parents:
+        parent = experiment and self.parent_run(experiment.experiment_id)
+        if not parent:
             known = ", ".join(s["name"] for s in self.list_sweeps()) or "none yet"
             raise TrackingError(f"no sweep named {name!r} at {self.tracking_uri} (sweeps there: {known})")
-        return experiment, parents[0]
+        return experiment, parent
 
     def load_sweep(self, name: str) -> SweepRecord:
         experiment, parent = self.sweep_parent(name)
@@ -278,10 +281,9 @@ class SweepStore:
     def list_sweeps(self) -> list[dict]:
         out = []
         for experiment in self.client.search_experiments():
-            parents = self.client.search_runs([experiment.experiment_id], f"tags.`{ROLE}` = 'sweep'", max_results=1)
-            if not parents:
+            parent = self.parent_run(experiment.experiment_id)
+            if not parent:
                 continue
-            parent = parents[0]
             children = self.child_runs(experiment.experiment_id)
             out.append({"name": experiment.name, "trials": len(children),
                         "finished": sum(c.info.status == "FINISHED" for c in children),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.pareto import rank_trials
+from analysis.pareto import front_rows, rank_trials
 from analysis.tracking import SweepStore, default_tracking_uri, set_quiet_mlflow_env
 from sweeps.spec import Choice, Param, Range, SweepSpec
 
@@ -298,7 +298,6 @@ def run_sweep(spec: SweepSpec, *, trials: int | None = None, concurrency: int | 
     if finished:
         settle_orphans(storage_url, name, store, {r["trial_id"] for r in rows})
     store.close_sweep(name, finished)
-    front = sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0],
-                   reverse=spec.objective_modes[0] == "max")
     return SweepResult(name, experiment_path, storage_url, store.tracking_uri, spec.objective_metrics,
-                       spec.objective_modes, rows, finished, time.perf_counter() - start, front)
+                       spec.objective_modes, rows, finished, time.perf_counter() - start,
+                       front_rows(rows, spec.objective_modes))
