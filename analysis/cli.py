@@ -1,5 +1,8 @@
 """`samat frontier`: list sweeps, show, export, plot and compare their Pareto fronts from any MLflow store
-(a finished sweep's, or one still running)."""
+(a finished sweep's, or one still running), and open them in the MLflow UI.
+
+Imports no torch: MLflow and the analysis modules are imported by the command handler, so that `samat --help`
+does not pay for MLflow's import (~2-5 s here)."""
 
 from __future__ import annotations
 
@@ -8,22 +11,46 @@ import os
 import tempfile
 from pathlib import Path
 
-from trainables.cli import UsageError, show
+from rich.console import Console
+from rich.table import Table
+
+from analysis.export import FORMATS, write_table
+from analysis.pareto import as_maximised
+from analysis.plots import PLOT_FORMATS, write_plot
+from analysis.stores import TrackingError, artifact_root, default_tracking_uri, set_quiet_mlflow_env
+from analysis.trials import (
+    SweepRecord,
+    TrialRow,
+    common_reference,
+    format_params,
+    objective_values,
+    sweep_hypervolume,
+)
+from analysis.ui import DEFAULT_PORT, runs_page, start_ui, stop_ui, ui_base
+from trainables.usage import INTERRUPTED, UsageError, positive_int, show
 
 
 def add_frontier_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "frontier", help="list, show, export, plot and compare the Pareto fronts recorded in MLflow",
+        "frontier",
+        help="list, show, export, plot and compare the Pareto fronts recorded in MLflow",
         description="Read sweeps from an MLflow tracking store (--tracking-uri, else MLFLOW_TRACKING_URI, else "
-                    "sqlite:///<results>/mlflow.db) and work with their Pareto fronts.")
+        "sqlite:///<results>/mlflow.db) and work with their Pareto fronts.",
+    )
     actions = parser.add_subparsers(dest="action", required=True, parser_class=type(parser))
 
     def action(name: str, help_text: str):
         sub = actions.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--tracking-uri", help="MLflow tracking URI [default: MLFLOW_TRACKING_URI, else "
-                                                "sqlite:///<results>/mlflow.db]")
-        sub.add_argument("--results", default="results", metavar="DIR", help="results folder of the embedded "
-                                                                            "default store [default: results]")
+        sub.add_argument(
+            "--tracking-uri",
+            help="MLflow tracking URI [default: MLFLOW_TRACKING_URI, else sqlite:///<results>/mlflow.db]",
+        )
+        sub.add_argument(
+            "--results",
+            default="results",
+            metavar="DIR",
+            help="results folder of the embedded default store [default: results]",
+        )
         sub.set_defaults(handler=frontier_command)
         return sub
 
@@ -36,21 +63,32 @@ def add_frontier_parser(subparsers) -> None:
     plot = action("plot", "plot all trials and the front (PNG via matplotlib, interactive HTML via plotly)")
     plot.add_argument("sweep", metavar="SWEEP")
     plot.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.png or FILE.html")
-    compare = action("compare", "hypervolume of two sweeps on a common reference, and how much of each front "
-                                "the other dominates")
+    compare = action(
+        "compare", "hypervolume of two sweeps on a common reference, and how much of each front the other dominates"
+    )
     compare.add_argument("sweep", metavar="SWEEP_A")
     compare.add_argument("other", metavar="SWEEP_B")
+    ui = action(
+        "ui",
+        "start the MLflow UI on 127.0.0.1 for a local store (a tracking server is its own UI) and "
+        "print the link to a sweep's front; Ctrl-C stops it",
+    )
+    ui.add_argument("sweep", nargs="?", metavar="SWEEP", help="the sweep whose front to link [default: the latest]")
+    ui.add_argument("--port", type=positive_int, default=DEFAULT_PORT, help=f"[default: {DEFAULT_PORT}]")
 
 
 def open_store(args):
-    from analysis.tracking import SweepStore, default_tracking_uri, set_quiet_mlflow_env
+    # MLflow, imported when a store is opened: 2-5 s that `samat --help` need not pay
+    from analysis.tracking import SweepStore  # noqa: PLC0415
 
     set_quiet_mlflow_env()
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(args.results)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         flag = "--tracking-uri" if args.tracking_uri else "--results"
-        raise UsageError(f"{flag}: no MLflow store at {uri.removeprefix('sqlite:///')} (run a sweep first, or "
-                         f"point --tracking-uri at the store)")
+        raise UsageError(
+            f"{flag}: no MLflow store at {uri.removeprefix('sqlite:///')} (run a sweep first, or "
+            f"point --tracking-uri at the store)"
+        )
     return SweepStore(uri)
 
 
@@ -58,8 +96,7 @@ def check_output(path: str, formats: tuple[str, ...]) -> Path:
     """Refuse a bad output before reading anything: unknown format, missing or unwritable folder."""
     out = Path(path).expanduser()
     if out.suffix not in formats:
-        raise UsageError(f"--output={show(path)}: unknown format {out.suffix or '(none)'!r}; use "
-                         f"{', '.join(formats)}")
+        raise UsageError(f"--output={show(path)}: unknown format {out.suffix or '(none)'!r}; use {', '.join(formats)}")
     if out.is_dir():
         raise UsageError(f"--output={show(path)}: is a folder")
     try:
@@ -71,12 +108,6 @@ def check_output(path: str, formats: tuple[str, ...]) -> Path:
 
 
 def frontier_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from analysis.export import FORMATS
-    from analysis.plots import PLOT_FORMATS
-    from analysis.tracking import TrackingError
-
     output = None
     if args.action in ("export", "plot"):
         output = check_output(args.output, FORMATS if args.action == "export" else PLOT_FORMATS)
@@ -87,21 +118,30 @@ def frontier_command(args: argparse.Namespace) -> int:
         if args.action == "list":
             list_sweeps(store, console)
         elif args.action == "show":
-            show_front(store.load_sweep(args.sweep), console)
+            record = store.load_sweep(args.sweep)
+            show_front(record, console)
+            console.print(
+                f"front in the MLflow UI: {runs_page(ui_base(store.tracking_uri), record.experiment_id)}"
+                + (
+                    ""
+                    if store.tracking_uri.startswith("http")
+                    else f"  (start it with: uv run samat frontier ui {record.name})"
+                ),
+                soft_wrap=True,
+            )
         elif args.action == "export":
-            from analysis.export import write_table
-
             record = store.load_sweep(args.sweep)
             rows = record.table(front_only=args.front_only)
             write_table(rows, output)
             console.print(f"wrote {len(rows)} {'front ' if args.front_only else ''}trials of {record.name} to {output}")
         elif args.action == "plot":
-            from analysis.plots import write_plot
-
             record = store.load_sweep(args.sweep)
             write_plot(record, output)
-            console.print(f"wrote the front of {record.name} ({len(record.front)} of {len(record.finished)} "
-                          f"trials) to {output}")
+            console.print(
+                f"wrote the front of {record.name} ({len(record.front)} of {len(record.finished)} trials) to {output}"
+            )
+        elif args.action == "ui":
+            return serve_ui(store, args.sweep, args.port, console)
         else:
             compare(store.load_sweep(args.sweep), store.load_sweep(args.other), console)
     except TrackingError as e:
@@ -109,9 +149,35 @@ def frontier_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def list_sweeps(store, console) -> None:
-    from rich.table import Table
+def serve_ui(store, sweep: str | None, port: int, console: Console) -> int:
+    """Print the link to the sweep's front; for a local store, serve the UI on loopback until Ctrl-C."""
+    sweeps = store.list_sweeps()
+    if not sweeps:
+        raise UsageError(f"no sweeps at {store.tracking_uri} yet (run one with: uv run samat sweep)")
+    record = store.load_sweep(sweep or sweeps[-1]["name"])
+    link = runs_page(ui_base(store.tracking_uri, port), record.experiment_id)
+    if store.tracking_uri.startswith(("http://", "https://")):
+        console.print(f"the tracking server is the UI; the front of {record.name}:\n  {link}", soft_wrap=True)
+        return 0
+    console.print(f"starting the MLflow UI for {store.tracking_uri} on 127.0.0.1:{port} (10-60 s)...")
+    try:
+        server = start_ui(store.tracking_uri, artifact_root(store.tracking_uri), port)
+    except RuntimeError as e:
+        raise UsageError(f"--port={port}: {e}") from None
+    console.print(
+        f"the front of {record.name}:\n  {link}\nevery run of it: "
+        f"{runs_page(ui_base(store.tracking_uri, port), record.experiment_id, '')}\nCtrl-C stops the UI.",
+        soft_wrap=True,
+    )
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    finally:
+        stop_ui(server)
 
+
+def list_sweeps(store, console) -> None:
     table = Table(title=f"sweeps at {store.tracking_uri}")
     for column in ("sweep", "status", "trials", "finished", "failed", "hypervolume"):
         table.add_column(column, justify="left" if column in ("sweep", "status") else "right")
@@ -121,40 +187,43 @@ def list_sweeps(store, console) -> None:
     console.print(table)
 
 
-def front_table(title: str, objectives: list[str], front: list[dict]):
+def front_table(title: str, objectives: list[str], front: list[TrialRow]) -> Table:
     """The Pareto front as a table: trial, method, model, searched params, objective values."""
-    from rich.table import Table
-
-    from sweeps.progress import format_params
-
     table = Table(title=title)
     for column in ("trial", "method", "model", "params", *objectives):
         table.add_column(column, justify="right" if column in objectives else "left")
     for row in front:
-        p = row["params"]
-        table.add_row(row["trial_id"], p.get("method"), p.get("model"), format_params(p),
-                      *(f"{v:.4f}" for v in row["values"]))
+        table.add_row(
+            row.trial_id,
+            row.method,
+            row.model,
+            format_params(row.params),
+            *(f"{row.objectives[m]:.4f}" for m in objectives),
+        )
     return table
 
 
 def show_front(record, console) -> None:
-    console.print(front_table(f"Pareto front of {record.name} ({record.status}): {len(record.front)} of "
-                              f"{len(record.finished)} finished trials, hypervolume {record.hypervolume():.4f}",
-                              record.objectives, record.front))
+    console.print(
+        front_table(
+            f"Pareto front of {record.name} ({record.status}): {len(record.front)} of "
+            f"{len(record.finished)} finished trials, hypervolume {record.hypervolume():.4f}",
+            record.objectives,
+            record.front,
+        )
+    )
 
 
-def compare(a, b, console) -> None:
-    from rich.table import Table
-
-    from analysis.pareto import as_maximised, hypervolume
-    from analysis.tracking import common_reference
-
-    if list(zip(a.objectives, a.directions)) != list(zip(b.objectives, b.directions)):
-        raise UsageError(f"SWEEP_B={b.name}: its objectives {b.objectives} ({b.directions}) differ from "
-                         f"{a.name}'s {a.objectives} ({a.directions}); fronts compare only on the same objectives")
+def compare(a: SweepRecord, b: SweepRecord, console: Console) -> None:
+    if list(a.directions.items()) != list(b.directions.items()):
+        raise UsageError(
+            f"SWEEP_B={b.name}: its objectives {b.directions} differ from {a.name}'s {a.directions}; "
+            f"fronts compare only on the same objectives"
+        )
     reference = common_reference(a, b)
-    front_a = as_maximised([r["values"] for r in a.front], a.directions)
-    front_b = as_maximised([r["values"] for r in b.front], b.directions)
+    directions = list(a.directions.values())
+    front_a = as_maximised([objective_values(r, a.directions) for r in a.front], directions)
+    front_b = as_maximised([objective_values(r, b.directions) for r in b.front], directions)
 
     def dominated_share(front, by):
         if not len(front) or not len(by):
@@ -166,7 +235,12 @@ def compare(a, b, console) -> None:
     for column in ("sweep", "finished", "front", "hypervolume", "front dominated by the other"):
         table.add_column(column, justify="left" if column == "sweep" else "right")
     for record, mine, theirs in ((a, front_a, front_b), (b, front_b, front_a)):
-        hv = hypervolume([r["values"] for r in record.finished], record.directions, reference)
-        table.add_row(record.name, str(len(record.finished)), str(len(record.front)), f"{hv:.4f}",
-                      f"{dominated_share(mine, theirs):.0%}")
+        hv = sweep_hypervolume(record.finished, record.directions, reference)
+        table.add_row(
+            record.name,
+            str(len(record.finished)),
+            str(len(record.front)),
+            f"{hv:.4f}",
+            f"{dominated_share(mine, theirs):.0%}",
+        )
     console.print(table)

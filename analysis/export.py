@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet
+
 FORMATS = (".parquet", ".csv", ".json")
 
 
 def write_table(rows: list[dict], path: str | Path) -> Path:
     """Write rows as parquet, CSV or JSON (a list of records); the file appears whole or not at all."""
-    import pyarrow as pa
-    import pyarrow.csv
-    import pyarrow.parquet
-
     path = Path(path)
     if path.suffix not in FORMATS:
         raise ValueError(f"unknown format {path.suffix or '(none)'!r}: use one of {', '.join(FORMATS)}")
@@ -35,9 +35,6 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
 
 def read_table(path: str | Path) -> list[dict]:
     """Read back what write_table wrote (used by tests and by scripts comparing exports)."""
-    import pyarrow.csv
-    import pyarrow.parquet
-
     path = Path(path)
     if path.suffix == ".json":
         return json.loads(path.read_text())

@@ -6,7 +6,7 @@ other, so duplicates share a rank. Rank 1 is the Pareto front."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,12 +49,15 @@ def default_reference(values: Sequence[Sequence[float]], directions: Sequence[st
     """The worst corner: 0 for a maximised objective (accuracies are never below it), the largest value seen
     for a minimised one; lower if a value is worse than 0."""
     points = np.asarray(values, dtype=float).reshape(len(values), len(directions))
-    return [min(0.0, points[:, i].min(initial=0.0)) if d == "max" else float(points[:, i].max(initial=0.0))
-            for i, d in enumerate(directions)]
+    return [
+        min(0.0, points[:, i].min(initial=0.0)) if d == "max" else float(points[:, i].max(initial=0.0))
+        for i, d in enumerate(directions)
+    ]
 
 
-def hypervolume(values: Sequence[Sequence[float]], directions: Sequence[str],
-                reference: Sequence[float] | None = None) -> float:
+def hypervolume(
+    values: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float] | None = None
+) -> float:
     """Volume dominated by the points and bounded by the reference point (given in the objectives' own units
     and directions); points not strictly better than the reference in every objective add nothing."""
     if len(directions) not in (2, 3):
@@ -82,21 +85,3 @@ def _hypervolume_2d(points: np.ndarray) -> float:
             area += x * (y - best_y)
             best_y = y
     return float(area)
-
-
-def rank_trials(rows: list[dict], directions: Sequence[str]) -> list[dict]:
-    """Set `rank` on each trial row (`status` 'complete' and every objective in `values`): 1 = on the front;
-    failed, unfinished and incomplete rows get None and never shape the front."""
-    usable = [r for r in rows if r.get("status") == "complete" and r.get("values")
-              and all(v is not None and np.isfinite(v) for v in r["values"])]
-    for row in rows:
-        row["rank"] = None
-    for row, rank in zip(usable, pareto_ranks([r["values"] for r in usable], directions)):
-        row["rank"] = rank
-    return rows
-
-
-def front_rows(rows: list[dict], directions: Sequence[str]) -> list[dict]:
-    """The ranked rows on the front (rank 1), best first by the first objective."""
-    return sorted((r for r in rows if r.get("rank") == 1), key=lambda r: r["values"][0],
-                  reverse=directions[0] == "max")

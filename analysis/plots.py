@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from analysis.trials import TrialRow
+from trainables.vocabulary import METHODS
+
 PLOT_FORMATS = (".png", ".html")
 
 
 def colour(method: str) -> str:
     """A method keeps its colour in every plot, whichever methods a sweep has."""
-    from trainables.step import METHODS
-
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
     return palette[METHODS.index(method) % len(palette)] if method in METHODS else "#7f7f7f"
 
@@ -30,37 +31,49 @@ def write_plot(record, path: str | Path) -> Path:
 
 
 def _axes(record):
-    x, y = record.objectives[:2]
+    (x, dx), (y, dy) = list(record.directions.items())[:2]
     arrow = {"max": "↑", "min": "↓"}
-    return x, y, f"{x} {arrow[record.directions[0]]}", f"{y} {arrow[record.directions[1]]}"
+    return x, y, f"{x} {arrow[dx]}", f"{y} {arrow[dy]}"
+
+
+def _by_method(record) -> dict[str, list[TrialRow]]:
+    rows = record.finished
+    return {m: [r for r in rows if r.method == m] for m in sorted({r.method for r in rows})}
 
 
 def _front_line(record):
-    front = sorted(record.front, key=lambda r: r["values"][0])
-    return [r["values"][0] for r in front], [r["values"][1] for r in front]
+    x, y, *_ = _axes(record)
+    front = sorted(record.front, key=lambda r: r.objectives[x])
+    return [r.objectives[x] for r in front], [r.objectives[y] for r in front]
 
 
 def _png(record, path: Path) -> None:
-    import matplotlib
+    # matplotlib takes ~1-2 s to import and plotly's figures ~0.3 s: only the plot being written pays
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     x, y, xlabel, ylabel = _axes(record)
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    methods = sorted({r["params"].get("method") for r in record.finished})
-    for method in methods:
-        rows = [r for r in record.finished if r["params"].get("method") == method]
-        ax.scatter([r["values"][0] for r in rows], [r["values"][1] for r in rows], label=method, alpha=0.75, s=30,
-                   color=colour(method))
+    for method, rows in _by_method(record).items():
+        ax.scatter(
+            [r.objectives[x] for r in rows],
+            [r.objectives[y] for r in rows],
+            label=method,
+            alpha=0.75,
+            s=30,
+            color=colour(method),
+        )
     fx, fy = _front_line(record)
     ax.plot(fx, fy, color="black", linewidth=1, zorder=1)
     ax.scatter(fx, fy, facecolors="none", edgecolors="black", s=90, linewidths=1.5, label="Pareto front", zorder=3)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     extra = f" (colour: method; {record.objectives[2]} not shown)" if len(record.objectives) > 2 else ""
-    ax.set_title(f"{record.name}: {len(record.front)} of {len(record.finished)} trials on the front{extra}",
-                 fontsize=10)
+    ax.set_title(
+        f"{record.name}: {len(record.front)} of {len(record.finished)} trials on the front{extra}", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -69,22 +82,48 @@ def _png(record, path: Path) -> None:
 
 
 def _html(record, path: Path) -> None:
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # noqa: PLC0415
 
     x, y, xlabel, ylabel = _axes(record)
     fig = go.Figure()
-    for method in sorted({r["params"].get("method") for r in record.finished}):
-        rows = [r for r in record.finished if r["params"].get("method") == method]
-        hover = ["<br>".join([f"trial {r['trial_id']} (rank {r['rank']})",
-                              *(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()),
-                              *(f"{m}={v:.4f}" for m, v in zip(record.objectives, r["values"]))]) for r in rows]
-        fig.add_trace(go.Scatter(x=[r["values"][0] for r in rows], y=[r["values"][1] for r in rows], mode="markers",
-                                 name=method, text=hover, hoverinfo="text",
-                                 marker={"size": 9, "opacity": 0.8, "color": colour(method)}))
+    for method, rows in _by_method(record).items():
+        hover = [
+            "<br>".join(
+                [
+                    f"trial {r.trial_id} (rank {r.rank})",
+                    *(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items()),
+                    *(f"{m}={v:.4f}" for m, v in r.objectives.items()),
+                ]
+            )
+            for r in rows
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[r.objectives[x] for r in rows],
+                y=[r.objectives[y] for r in rows],
+                mode="markers",
+                name=method,
+                text=hover,
+                hoverinfo="text",
+                marker={"size": 9, "opacity": 0.8, "color": colour(method)},
+            )
+        )
     fx, fy = _front_line(record)
-    fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines+markers", name="Pareto front", hoverinfo="skip",
-                             line={"color": "black", "width": 1},
-                             marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}}))
-    fig.update_layout(title=f"{record.name}: Pareto front of {' vs '.join(record.objectives)}",
-                      xaxis_title=xlabel, yaxis_title=ylabel, template="plotly_white")
+    fig.add_trace(
+        go.Scatter(
+            x=fx,
+            y=fy,
+            mode="lines+markers",
+            name="Pareto front",
+            hoverinfo="skip",
+            line={"color": "black", "width": 1},
+            marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}},
+        )
+    )
+    fig.update_layout(
+        title=f"{record.name}: Pareto front of {' vs '.join(record.objectives)}",
+        xaxis_title=xlabel,
+        yaxis_title=ylabel,
+        template="plotly_white",
+    )
     fig.write_html(path, include_plotlyjs=True, full_html=True)  # self-contained: the MLflow UI may be offline

@@ -18,8 +18,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainables.evaluate import parse_attack, robust_accuracy
+from trainables.evaluate import robust_accuracy
 from trainables.models import build_model
+from trainables.vocabulary import parse_attack
 
 
 def main() -> None:
@@ -34,8 +35,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = build_model(args.model, channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3,
-                        std=(0.25,) * 3).to(device).eval()
+    model = (
+        build_model(args.model, channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3)
+        .to(device)
+        .eval()
+    )
     x = torch.rand(args.images, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.images,), device=device)
     attack = parse_attack(args.attack)
@@ -47,7 +51,7 @@ def main() -> None:
     def forward_backward_pass():
         """One training-style pass over the images: forward, loss, backward into the weights."""
         for i in range(0, args.images, args.batch_size):
-            F.cross_entropy(model(x[i:i + args.batch_size]), y[i:i + args.batch_size]).backward()
+            F.cross_entropy(model(x[i : i + args.batch_size]), y[i : i + args.batch_size]).backward()
         model.zero_grad(set_to_none=True)
 
     def evaluation():
@@ -70,13 +74,18 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
 
     budget = (attack.steps + 1) * median["fwd+bwd pass"]
-    print(f"{args.model}, {args.images} images of 3x32x32 in batches of {args.batch_size}, {attack.name} "
-          f"(PGD-{attack.steps}), device {device}, median of {args.repeats}")
+    print(
+        f"{args.model}, {args.images} images of 3x32x32 in batches of {args.batch_size}, {attack.name} "
+        f"(PGD-{attack.steps}), device {device}, median of {args.repeats}"
+    )
     print(f"one training fwd+bwd pass over the images  {median['fwd+bwd pass']:8.3f} s")
     print(f"budget: (steps+1) passes                   {budget:8.3f} s")
     ratio = median["robust eval"] / budget
-    print(f"robust accuracy (samat)                    {median['robust eval']:8.3f} s   {ratio:.2f} x budget  "
-          f"{'ok' if ratio <= 1 else 'MISSED'}")
+    print(
+        f"robust accuracy (samat)                    {median['robust eval']:8.3f} s   {ratio:.2f} x budget  "
+        f"{'ok' if ratio <= 1 else 'MISSED'}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,7 @@ def timed(method):
         finally:
             RECORDING["seconds"] += time.perf_counter() - start
             RECORDING["calls"] += 1
+
     return wrapper
 
 
@@ -38,8 +39,15 @@ def main() -> None:
     args = parser.parse_args()
     spec = load_spec(args.spec)
 
-    for name in ("open_sweep", "trial_run", "log_metrics", "finish_trial", "update_front", "log_front_artifacts",
-                 "close_sweep"):
+    for name in (
+        "open_sweep",
+        "trial_run",
+        "log_metrics",
+        "finish_trial",
+        "update_front",
+        "log_front_artifacts",
+        "close_sweep",
+    ):
         setattr(SweepStore, name, timed(getattr(SweepStore, name)))
 
     timed_run = timed_sweep(spec)
@@ -48,8 +56,10 @@ def main() -> None:
 
     trial_side = {key: sum(s[key] for s in splits) for key in splits[0]}
     busy = sum(trial_side.values())
-    print(f"sweep {spec.name}: {len(result.trials)} trials, concurrency {spec.search.concurrency}, "
-          f"{spec.resources.cpu:g} CPU each")
+    print(
+        f"sweep {spec.name}: {len(result.trials)} trials, concurrency {spec.search.concurrency}, "
+        f"{spec.resources.cpu:g} CPU each"
+    )
     print(f"total wall time                      {timed_run.ray_start_s + wall:7.1f} s")
     print(f"  Ray start-up (ray.init + imports)  {timed_run.ray_start_s:7.1f} s")
     print(f"  workers' start-up to first trial   {workers:7.1f} s")

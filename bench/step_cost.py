@@ -39,17 +39,27 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    net = build_model(args.model, channels=args.channels, num_classes=10, image_size=args.image_size,
-                      mean=(0.5,) * args.channels, std=(0.25,) * args.channels).to(device, memory_format=memory_format)
+    net = build_model(
+        args.model,
+        channels=args.channels,
+        num_classes=10,
+        image_size=args.image_size,
+        mean=(0.5,) * args.channels,
+        std=(0.25,) * args.channels,
+    ).to(device, memory_format=memory_format)
     model = torch.compile(net) if args.compile else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device)
     x = x.contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     dtype = torch.bfloat16 if args.precision == "bf16" else None
-    steps = {"sgd": make_step("sgd", forward_dtype=dtype), "sam": make_step("sam", rho=0.05, forward_dtype=dtype),
-             f"at (PGD-{args.attack_steps})": make_step("at", eps=8 / 255, attack_steps=args.attack_steps,
-                                                        forward_dtype=dtype)}
+    steps = {
+        "sgd": make_step("sgd", forward_dtype=dtype),
+        "sam": make_step("sam", rho=0.05, forward_dtype=dtype),
+        f"at (PGD-{args.attack_steps})": make_step(
+            "at", eps=8 / 255, attack_steps=args.attack_steps, forward_dtype=dtype
+        ),
+    }
 
     def timed(step) -> float:
         if device.type == "cuda":
@@ -73,17 +83,25 @@ def main() -> None:
     k = args.attack_steps
     goals = {"sgd": None, "sam": 2.1, f"at (PGD-{k})": 1.05 * (k + 1)}
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
-    options = ", ".join(o for o, on in (("bf16", dtype), ("channels_last", args.channels_last),
-                                         ("compiled", args.compile)) if on) or "fp32"
-    print(f"{args.model}, batch {args.batch_size} x {args.channels}x{args.image_size}x{args.image_size}, "
-          f"device {device} (torch threads {threads}), {options}, median of {args.repeats}")
+    options = (
+        ", ".join(
+            o for o, on in (("bf16", dtype), ("channels_last", args.channels_last), ("compiled", args.compile)) if on
+        )
+        or "fp32"
+    )
+    print(
+        f"{args.model}, batch {args.batch_size} x {args.channels}x{args.image_size}x{args.image_size}, "
+        f"device {device} (torch threads {threads}), {options}, median of {args.repeats}"
+    )
     print(f"{'method':<16}{'ms/step':>10}{'img/s':>10}{'x SGD':>8}{'goal':>8}  ")
     for name, seconds in median.items():
         ratio = seconds / median["sgd"]
         goal = goals[name]
         verdict = "" if goal is None else ("ok" if ratio <= goal else "MISSED")
-        print(f"{name:<16}{1000 * seconds:>10.1f}{args.batch_size / seconds:>10.0f}{ratio:>8.2f}"
-              f"{'' if goal is None else f'{goal:.2f}':>8}  {verdict}")
+        print(
+            f"{name:<16}{1000 * seconds:>10.1f}{args.batch_size / seconds:>10.0f}{ratio:>8.2f}"
+            f"{'' if goal is None else f'{goal:.2f}':>8}  {verdict}"
+        )
 
 
 if __name__ == "__main__":

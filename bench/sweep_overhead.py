@@ -18,9 +18,9 @@ import time
 import torch
 from timed_sweep import timed_sweep
 
+from sweeps.space import train_config
 from sweeps.spec import validate_spec
 from trainables.run import fit
-from trainables.tune import trial_config
 
 
 def main() -> None:
@@ -30,27 +30,37 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
-    spec = validate_spec({
-        "name": "overhead", "dataset": "digits", "models": ["small_cnn"],
-        "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.3}}},
-        "train": {"epochs": args.epochs, "lr": {"low": 0.02, "high": 0.1}},
-        "objective_attack": "pgd_linf_0.1",
-        "search": {"sampler": "random", "trials": args.trials, "concurrency": args.concurrency},
-        "resources": {"cpu": 1},
-    })
+    spec = validate_spec(
+        {
+            "name": "overhead",
+            "dataset": "digits",
+            "models": ["small_cnn"],
+            "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.3}}},
+            "train": {"epochs": args.epochs, "lr": {"low": 0.02, "high": 0.1}},
+            "objective_attack": "pgd_linf_0.1",
+            "search": {"sampler": "random", "trials": args.trials, "concurrency": args.concurrency},
+            "resources": {"cpu": 1},
+        }
+    )
     timed_run = timed_sweep(spec)
-    result, ray_start, workers_s, sweep_s = timed_run.result, timed_run.ray_start_s, timed_run.workers_s, \
-        timed_run.sweep_s
+    result, ray_start, workers_s, sweep_s = (
+        timed_run.result,
+        timed_run.ray_start_s,
+        timed_run.workers_s,
+        timed_run.sweep_s,
+    )
 
     torch.set_num_threads(os.cpu_count())
     start = time.perf_counter()
     for row in result.trials:
-        fit(trial_config({**spec.base_config(), **row["metrics"]["config"]}))
+        fit(train_config({**spec.base_config(), **row.metrics["config"]}))
     loop_s = time.perf_counter() - start
 
     steady_s = sweep_s - workers_s
-    print(f"{args.trials} trials x {args.epochs} epochs (small_cnn, digits), {os.cpu_count()} cores, "
-          f"sweep concurrency {args.concurrency}")
+    print(
+        f"{args.trials} trials x {args.epochs} epochs (small_cnn, digits), {os.cpu_count()} cores, "
+        f"sweep concurrency {args.concurrency}"
+    )
     print(f"ray start-up                    {ray_start:7.1f} s   (start-up, counted separately)")
     print(f"worker start-up to first trial  {workers_s:7.1f} s   (start-up, counted separately)")
     print(f"sweep after start-up            {steady_s:7.1f} s")

@@ -32,18 +32,24 @@ def trial_split(result_file: Path) -> dict[str, float]:
     evals = [b["eval_time_s"] - a["eval_time_s"] for a, b in zip([{"eval_time_s": 0.0}] + epochs, epochs)]
     rest = [r["time_this_iter_s"] - t - e for r, t, e in zip(epochs, train, evals)]
     steady = statistics.median(rest[1:]) if len(rest) > 1 else rest[0]
-    return {"training": sum(train), "evaluation (clean + objective attack)": sum(evals),
-            "checkpoint and report": steady * len(rest), "set-up (data, model, imports)": max(0.0, rest[0] - steady)}
+    return {
+        "training": sum(train),
+        "evaluation (clean + objective attack)": sum(evals),
+        "checkpoint and report": steady * len(rest),
+        "set-up (data, model, imports)": max(0.0, rest[0] - steady),
+    }
 
 
 def timed_sweep(spec) -> TimedSweep:
     start = time.perf_counter()
-    import optuna  # noqa: F401 - the driver's imports are start-up, like Ray's
-    import ray
-    import ray.tune.search.optuna  # noqa: F401
-    from ray.tune import Callback
+    # the driver's imports are timed as start-up, like Ray's
+    import optuna  # noqa: F401, PLC0415
+    import ray  # noqa: PLC0415
+    import ray.tune.search.optuna  # noqa: F401, PLC0415
+    from ray.tune import Callback  # noqa: PLC0415
 
-    from sweeps.run import run_sweep, start_ray
+    from sweeps.ray_start import start_ray  # noqa: PLC0415
+    from sweeps.run import run_sweep  # noqa: PLC0415
 
     start_ray(None)
     ray_start_s = time.perf_counter() - start
@@ -57,6 +63,6 @@ def timed_sweep(spec) -> TimedSweep:
     with tempfile.TemporaryDirectory() as results:
         result = run_sweep(spec, results_dir=results, callbacks=[FirstTrialStart()])
         sweep_s = time.perf_counter() - start
-        splits = [trial_split(Path(row["path"]) / "result.json") for row in result.trials]
+        splits = [trial_split(Path(row.path) / "result.json") for row in result.trials]
     ray.shutdown()
     return TimedSweep(result, ray_start_s, first_start[0] - start, sweep_s, splits)

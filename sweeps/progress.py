@@ -10,23 +10,28 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from analysis.trials import format_params
+from sweeps.space import searched_params
+from sweeps.spec import SweepSpec
+from trainables.vocabulary import EPOCH
+
 _open_display: SweepDisplay | None = None
 
 
-def format_params(params: dict) -> str:
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-                    if k not in ("model", "method"))
-
-
 class SweepDisplay:
-    def __init__(self, spec, n_trials: int, console: Console | None = None, done: int = 0):
+    def __init__(self, spec: SweepSpec, n_trials: int, console: Console | None = None, done: int = 0):
         self.spec, self.console = spec, console or Console(stderr=True)
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[running]}"), console=self.console)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[running]}"),
+            console=self.console,
+        )
         self.task = self.progress.add_task(f"sweep {spec.name}", total=n_trials, completed=done, running="")
         self.running: dict[str, str] = {}
-        self.console.print(f"finished trials show: trial method model params -> "
-                           f"{' / '.join(spec.objective_metrics)}")
+        self.console.print(f"finished trials show: trial method model params -> {' / '.join(spec.directions)}")
 
     def __enter__(self):
         global _open_display
@@ -48,13 +53,13 @@ class SweepDisplay:
 
     def trial_result(self, trial, result: dict) -> None:
         epochs = self.spec.train.get("epochs", "?")
-        self.running[trial.trial_id] = f"{trial.trial_id[-4:]}:{trial.config.get('method')} " \
-                                       f"ep {result.get('epoch')}/{epochs if isinstance(epochs, int) else '?'}"
+        self.running[trial.trial_id] = (
+            f"{trial.trial_id[-4:]}:{trial.config.get('method')} "
+            f"ep {result.get(EPOCH)}/{epochs if isinstance(epochs, int) else '?'}"
+        )
         self._refresh()
 
     def trial_finished(self, trial, error: str | None = None) -> None:
-        from sweeps.run import searched_params
-
         self.running.pop(trial.trial_id, None)
         params = searched_params(trial.config, self.spec)
         head = f"{trial.trial_id} {params['method']:<7} {params['model']:<9} {format_params(params)}"
@@ -62,9 +67,10 @@ class SweepDisplay:
         if error:
             self.console.print(f"[red]✗[/red] {head} -> failed: {error}", soft_wrap=True)
         else:
-            values = " / ".join(f"{result.get(m, float('nan')):.3f}" for m in self.spec.objective_metrics)
-            self.console.print(f"[green]✓[/green] {head} -> {values}  ({result.get('time_total_s', 0):.1f} s)",
-                               soft_wrap=True)
+            values = " / ".join(f"{result.get(m, float('nan')):.3f}" for m in self.spec.directions)
+            self.console.print(
+                f"[green]✓[/green] {head} -> {values}  ({result.get('time_total_s', 0):.1f} s)", soft_wrap=True
+            )
         self.progress.advance(self.task)
         self._refresh()
 

@@ -11,12 +11,19 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from analysis.tracking import SweepStore
-from sweeps.run import searched_params
+from sweeps.space import searched_params
+from sweeps.spec import SweepSpec
+from trainables.vocabulary import EPOCH
 
 
 class MLflowRecorder(Callback):
-    def __init__(self, tracking_uri: str, sweep_name: str, parent_run_id: str, spec):
-        self.tracking_uri, self.sweep_name, self.parent_run_id, self.spec = tracking_uri, sweep_name, parent_run_id, spec
+    def __init__(self, tracking_uri: str, sweep_name: str, parent_run_id: str, spec: SweepSpec):
+        self.tracking_uri, self.sweep_name, self.parent_run_id, self.spec = (
+            tracking_uri,
+            sweep_name,
+            parent_run_id,
+            spec,
+        )
         self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
         self._store: SweepStore | None = None
 
@@ -33,9 +40,17 @@ class MLflowRecorder(Callback):
         if trial.trial_id not in self.runs:
             config = trial.config
             self.runs[trial.trial_id] = self.store.trial_run(
-                self.parent_run_id, trial.trial_id, config, searched_params(config, self.spec),
-                {"method": config.get("method"), "model": config.get("model"), "dataset": self.spec.dataset,
-                 "sweep": self.sweep_name})
+                self.parent_run_id,
+                trial.trial_id,
+                config,
+                searched_params(config, self.spec),
+                {
+                    "method": config.get("method"),
+                    "model": config.get("model"),
+                    "dataset": self.spec.dataset,
+                    "sweep": self.sweep_name,
+                },
+            )
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -43,11 +58,18 @@ class MLflowRecorder(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id = self.run_of(trial)
-        metrics = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS and k != "done"
-                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {
+            k: v
+            for k, v in result.items()
+            if k not in AUTO_RESULT_KEYS and k != "done" and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         # the node tag rides along each epoch: a retried trial may continue on another node
-        self.store.log_metrics(run_id, metrics, step=int(result.get("epoch", result.get("training_iteration", 0))),
-                               tags={"ray_node_id": result["node_id"]} if result.get("node_id") else None)
+        self.store.log_metrics(
+            run_id,
+            metrics,
+            step=int(result.get(EPOCH, result.get("training_iteration", 0))),
+            tags={"ray_node_id": result["node_id"]} if result.get("node_id") else None,
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         failure = (trial.last_result or {}).get("failure")

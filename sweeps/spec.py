@@ -4,31 +4,32 @@ the value and what is allowed. Every value a spec gives a training run is checke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainables.config import Dataset, Method, Model, TrainConfig
-from trainables.evaluate import parse_attack
+from trainables.config import TrainConfig
+from trainables.usage import describe_validation_error
+from trainables.vocabulary import CLEAN_ACC, METHOD_PARAMS, Dataset, Method, Model, parse_attack, reported_metrics
 
 SPEC_DIR = Path(__file__).parent
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
-# which TrainConfig fields each method's search space may set
-METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    "sgd": (),
-    "sam": ("rho",),
-    "asam": ("rho", "eta"),
-    "at": ("norm", "eps", "attack_steps", "alpha"),
-    "fast_at": ("norm", "eps", "alpha"),
-    "sam_at": ("rho", "norm", "eps", "attack_steps", "alpha"),
-}
 # fields a spec sets elsewhere (or that make no sense per trial), so `train:` may not
-NOT_IN_TRAIN = {"dataset", "data_dir", "download", "image_size", "model", "method", "eval_attacks", "epoch_attacks",
-                "eval_n", "device", *{p for params in METHOD_PARAMS.values() for p in params}}
-# metrics every trial reports (robust_acc/<attack> come from the spec's attacks)
-BASE_METRICS = ("clean_acc", "test_loss", "train_loss", "train_acc", "train_time_s", "eval_time_s")
+NOT_IN_TRAIN = {
+    "dataset",
+    "data_dir",
+    "download",
+    "image_size",
+    "model",
+    "method",
+    "eval_attacks",
+    "epoch_attacks",
+    "eval_n",
+    "device",
+    *{p for params in METHOD_PARAMS.values() for p in params},
+}
 
 
 class SpecError(Exception):
@@ -61,7 +62,7 @@ class Choice(BaseModel):
     choices: list[Scalar] = Field(min_length=1)
 
 
-Param = Union[Range, Choice, Scalar]
+Param = Range | Choice | Scalar
 
 
 def param_values(value: Param) -> list[Scalar]:
@@ -88,8 +89,9 @@ class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metric: str
     direction: Literal["max", "min"] = "max"
-    reference: float | None = Field(None, description="hypervolume reference value (default 0 for max; the "
-                                                      "worst value seen for min)")
+    reference: float | None = Field(
+        None, description="hypervolume reference value (default 0 for max; the worst value seen for min)"
+    )
 
 
 class Search(BaseModel):
@@ -174,42 +176,56 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def check_objectives(self):
         if not self.objectives:
-            self.objectives = [Objective(metric="clean_acc"), Objective(metric=f"robust_acc/{self.objective_attack}")]
+            self.objectives = [
+                Objective(metric=CLEAN_ACC),
+                Objective(metric=parse_attack(self.objective_attack).metric),
+            ]
         if not 2 <= len(self.objectives) <= 3:
             raise ValueError(f"objectives: a sweep has 2 or 3 objectives, got {len(self.objectives)}")
         known = set(self.metrics_reported)
         for objective in self.objectives:
             if objective.metric not in known:
-                raise ValueError(f"objectives: {objective.metric!r} is not a metric this sweep reports "
-                                 f"(choose from {', '.join(sorted(known))})")
+                raise ValueError(
+                    f"objectives: {objective.metric!r} is not a metric this sweep reports "
+                    f"(choose from {', '.join(sorted(known))})"
+                )
         if len({o.metric for o in self.objectives}) != len(self.objectives):
             raise ValueError("objectives: the same metric is listed twice")
         return self
 
     @property
     def metrics_reported(self) -> list[str]:
-        return [*BASE_METRICS, *(f"robust_acc/{a}" for a in [self.objective_attack, *self.final_attacks])]
+        return reported_metrics(dict.fromkeys([self.objective_attack, *self.final_attacks]))
 
     @property
-    def objective_metrics(self) -> list[str]:
-        return [o.metric for o in self.objectives]
-
-    @property
-    def objective_modes(self) -> list[str]:
-        return [o.direction for o in self.objectives]
+    def directions(self) -> dict[str, str]:
+        """The objectives in order: metric -> "max" | "min"."""
+        return {o.metric: o.direction for o in self.objectives}
 
     @property
     def hypervolume_reference(self) -> list[float | None]:
         """The stated reference point: the objective's own, else 0 for a maximised one (accuracies); None
         (the worst value seen) for a minimised one without a stated value."""
-        return [o.reference if o.reference is not None else (0.0 if o.direction == "max" else None)
-                for o in self.objectives]
+        return [
+            o.reference if o.reference is not None else (0.0 if o.direction == "max" else None) for o in self.objectives
+        ]
+
+    def overriding(self, trials: int | None = None, concurrency: int | None = None) -> SweepSpec:
+        """This spec with the command line's --trials / --concurrency where given."""
+        search = {k: v for k, v in {"trials": trials, "concurrency": concurrency}.items() if v is not None}
+        return self.model_copy(update={"search": self.search.model_copy(update=search)})
 
     def base_config(self) -> dict[str, Any]:
         """The TrainConfig fields every trial shares (the rest come from the search)."""
-        return {"dataset": self.dataset, "data_dir": self.data_dir, "download": self.download,
-                "image_size": self.image_size, "epoch_attacks": [self.objective_attack],
-                "eval_attacks": [self.objective_attack, *self.final_attacks], "eval_n": self.eval_n}
+        return {
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "download": self.download,
+            "image_size": self.image_size,
+            "epoch_attacks": [self.objective_attack],
+            "eval_attacks": [self.objective_attack, *self.final_attacks],
+            "eval_n": self.eval_n,
+        }
 
 
 def spec_path(name_or_path: str) -> Path:
@@ -227,8 +243,9 @@ def available_specs() -> list[str]:
 def load_spec(name_or_path: str) -> SweepSpec:
     path = spec_path(name_or_path)
     if not path.is_file():
-        raise SpecError(f"SPEC={name_or_path}: no such spec file {path} (specs in {SPEC_DIR}: "
-                        f"{', '.join(available_specs())})")
+        raise SpecError(
+            f"SPEC={name_or_path}: no such spec file {path} (specs in {SPEC_DIR}: {', '.join(available_specs())})"
+        )
     try:
         raw = yaml.safe_load(path.read_text())  # safe_load: a spec is data, never code
     except yaml.YAMLError as e:
@@ -241,8 +258,6 @@ def load_spec(name_or_path: str) -> SweepSpec:
 
 
 def validate_spec(raw: dict, source: str = "spec") -> SweepSpec:
-    from trainables.cli import describe_validation_error
-
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as e:

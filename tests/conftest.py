@@ -40,11 +40,17 @@ def robust_digits_metrics(digits):
 def tiny_spec(**changes) -> dict:
     """A sweep spec small enough for tests: digits, 1-2 epochs, three methods with conditional parameters."""
     spec = {
-        "name": "tiny", "dataset": "digits", "models": ["small_cnn", "mlp"],
-        "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.3, "log": True}},
-                    "at": {"eps": {"low": 0.05, "high": 0.2}, "attack_steps": 2}},
+        "name": "tiny",
+        "dataset": "digits",
+        "models": ["small_cnn", "mlp"],
+        "methods": {
+            "sgd": {},
+            "sam": {"rho": {"low": 0.01, "high": 0.3, "log": True}},
+            "at": {"eps": {"low": 0.05, "high": 0.2}, "attack_steps": 2},
+        },
         "train": {"epochs": 2, "lr": {"low": 0.02, "high": 0.1}},
-        "objective_attack": "pgd_linf_0.1", "eval_n": 100,
+        "objective_attack": "pgd_linf_0.1",
+        "eval_n": 100,
         "search": {"sampler": "random", "seed": 3, "trials": 3, "concurrency": 2},
         "resources": {"cpu": 1},
     }
@@ -92,8 +98,9 @@ def stop_leftovers_of(driver_pid: int) -> None:
         if not proc.name.isdigit():
             continue
         try:
-            if any(f"_{driver_pid}" in os.readlink(fd) and "/session_" in os.readlink(fd)
-                   for fd in (proc / "fd").iterdir()):
+            if any(
+                f"_{driver_pid}" in os.readlink(fd) and "/session_" in os.readlink(fd) for fd in (proc / "fd").iterdir()
+            ):
                 os.kill(int(proc.name), signal.SIGKILL)
         except OSError:
             continue

@@ -15,21 +15,24 @@ def samat(*argv):
     return main(list(argv))
 
 
-@pytest.mark.parametrize("argv,names", [
-    (["--rho", "-0.1"], "--rho=-0.1"),
-    (["--rho", "abc"], "--rho=abc"),
-    (["--eps", "1.5"], "--eps=1.5"),
-    (["--eps", "-0.01"], "--eps=-0.01"),
-    (["--method", "adamw"], "--method=adamw"),
-    (["--model", "resnet50"], "--model=resnet50"),
-    (["--dataset", "mnist"], "--dataset=mnist"),
-    (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "--data-dir=/nonexistent/cifar"),
-    (["--epochs", "0"], "--epochs=0"),
-    (["--eval-attacks", "pgd_linf_9of2"], "pgd_linf_9of2"),
-    (["--model", "wrn", "--depth", "27"], "depth"),
-    (["--resume", "/nonexistent/ck.pt"], "--resume=/nonexistent/ck.pt"),
-    (["--frobnicate", "1"], "--frobnicate"),
-])
+@pytest.mark.parametrize(
+    "argv,names",
+    [
+        (["--rho", "-0.1"], "--rho=-0.1"),
+        (["--rho", "abc"], "--rho=abc"),
+        (["--eps", "1.5"], "--eps=1.5"),
+        (["--eps", "-0.01"], "--eps=-0.01"),
+        (["--method", "adamw"], "--method=adamw"),
+        (["--model", "resnet50"], "--model=resnet50"),
+        (["--dataset", "mnist"], "--dataset=mnist"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "--data-dir=/nonexistent/cifar"),
+        (["--epochs", "0"], "--epochs=0"),
+        (["--eval-attacks", "pgd_linf_9of2"], "pgd_linf_9of2"),
+        (["--model", "wrn", "--depth", "27"], "depth"),
+        (["--resume", "/nonexistent/ck.pt"], "--resume=/nonexistent/ck.pt"),
+        (["--frobnicate", "1"], "--frobnicate"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_naming_the_flag(capsys, argv, names, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     try:
@@ -66,8 +69,9 @@ def test_save_and_resume_flags(tmp_path, capsys):
 def test_console_script_prints_a_table_and_json():
     exe = shutil.which("samat", path=str(Path(sys.executable).parent))
     assert exe, "the samat console script is installed with the project"
-    table = subprocess.run([exe, "train", "--epochs", "1", "--eval-attacks", "fgsm_linf_0.1"], capture_output=True,
-                           text=True, timeout=300)
+    table = subprocess.run(
+        [exe, "train", "--epochs", "1", "--eval-attacks", "fgsm_linf_0.1"], capture_output=True, text=True, timeout=300
+    )
     assert table.returncode == 0, table.stderr
     assert "clean_acc" in table.stdout and "robust_acc/fgsm_linf_0.1" in table.stdout
     bad = subprocess.run([exe, "train", "--rho", "-1"], capture_output=True, text=True, timeout=300)

@@ -56,8 +56,9 @@ def test_broken_cluster_yaml_is_rejected(breakage):
 def test_sweep_runs_on_both_nodes_of_a_real_cluster(tmp_path):
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                            "node_ip_address": "127.0.0.1"})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
+    )
     try:
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         cluster.wait_for_nodes()
@@ -65,17 +66,29 @@ def test_sweep_runs_on_both_nodes_of_a_real_cluster(tmp_path):
         assert len(node_ids) == 2
 
         spec_file = tmp_path / "multinode.yaml"
-        spec_file.write_text(yaml.safe_dump(tiny_spec(
-            name="multinode", train={"epochs": 2, "lr": {"low": 0.02, "high": 0.1}},
-            search={"sampler": "random", "seed": 1, "trials": 4, "concurrency": 2})))
+        spec_file.write_text(
+            yaml.safe_dump(
+                tiny_spec(
+                    name="multinode",
+                    train={"epochs": 2, "lr": {"low": 0.02, "high": 0.1}},
+                    search={"sampler": "random", "seed": 1, "trials": 4, "concurrency": 2},
+                )
+            )
+        )
         shared = tmp_path / "shared"  # the storage both nodes write checkpoints to
         store = tmp_path / "mlflow.db"
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps the driver on loopback like the nodes: on Linux Ray would
         # otherwise rewrite 127.0.0.1 to this machine's network address, and tests stay on loopback
-        env = {**os.environ, "RAY_ADDRESS": cluster.address, "SAMAT_RESULTS": str(shared),
-               "MLFLOW_TRACKING_URI": f"sqlite:///{store}", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-        sweep = subprocess.run([SAMAT, "sweep", str(spec_file)], env=env, capture_output=True, text=True,
-                               timeout=400, cwd=tmp_path)  # no flags: address, storage, MLflow from the env
+        env = {
+            **os.environ,
+            "RAY_ADDRESS": cluster.address,
+            "SAMAT_RESULTS": str(shared),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        }
+        sweep = subprocess.run(
+            [SAMAT, "sweep", str(spec_file)], env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path
+        )  # no flags: address, storage, MLflow from the env
         assert sweep.returncode == 0, sweep.stdout + sweep.stderr[-3000:]
 
         trial_dirs = [p for p in (shared / "multinode").iterdir() if (p / "result.json").is_file()]

@@ -23,10 +23,13 @@ def write_cifar(root, folder, train_files, test_files, label_key, classes):
     return expected
 
 
-@pytest.mark.parametrize("name,folder,train,test,key,classes", [
-    ("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
-    ("cifar100", "cifar-100-python", ["train"], ["test"], "fine_labels", 100),
-])
+@pytest.mark.parametrize(
+    "name,folder,train,test,key,classes",
+    [
+        ("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
+        ("cifar100", "cifar-100-python", ["train"], ["test"], "fine_labels", 100),
+    ],
+)
 def test_cifar_loader_reads_python_batches(tmp_path, name, folder, train, test, key, classes):
     expected = write_cifar(tmp_path, folder, train, test, key, classes)
     data = load_dataset(name, tmp_path)
@@ -43,8 +46,7 @@ def test_cifar_loader_refuses_code_in_a_batch_file(tmp_path):
         def __reduce__(self):
             return (print, ("code ran",))
 
-    write_cifar(tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                "labels", 10)
+    write_cifar(tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({"data": Payload()}))
     with pytest.raises(DataError, match="refusing to load builtins.print"):
         load_dataset("cifar10", tmp_path)
@@ -68,7 +70,9 @@ def write_tinyimagenet(root, wnids=("n01443537", "n01629819"), per_class=3, size
         for i in range(per_class):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(images / f"{wnid}_{i}.JPEG")
         val_name = f"val_{c}.JPEG"
-        Image.fromarray(np.full((size, size), 40 * c, dtype=np.uint8), mode="L").save(base / "val" / "images" / val_name)
+        Image.fromarray(np.full((size, size), 40 * c, dtype=np.uint8), mode="L").save(
+            base / "val" / "images" / val_name
+        )
         lines.append(f"{val_name}\t{wnid}\t0\t0\t{size - 1}\t{size - 1}")
     (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
 
@@ -106,8 +110,13 @@ def test_augment_crops_and_flips_within_the_padded_image():
     shifted = augment(x.repeat(64, 1, 1, 1), padding=1, flip=False)
     assert shifted.shape == (128, 3, 4, 4)
     padded = torch.nn.functional.pad(x.repeat(64, 1, 1, 1), (1, 1, 1, 1), mode="reflect")
-    windows = {(dy, dx) for i in range(128) for dy in range(3) for dx in range(3)
-               if torch.equal(shifted[i], padded[i, :, dy:dy + 4, dx:dx + 4])}
+    windows = {
+        (dy, dx)
+        for i in range(128)
+        for dy in range(3)
+        for dx in range(3)
+        if torch.equal(shifted[i], padded[i, :, dy : dy + 4, dx : dx + 4])
+    }
     assert len(windows) == 9  # every offset of the 3x3 window occurs
 
 

@@ -3,12 +3,25 @@
 import pytest
 import torch
 
-from trainables.evaluate import parse_attack, robust_accuracy, evaluate
+from trainables.evaluate import evaluate, robust_accuracy
+from trainables.vocabulary import parse_attack
 
 
-@pytest.mark.parametrize("name", ["pgd_linf_2of255", "pgd20_l2_32of255", "fgsm_linf_8of255", "pgd_linf_0.1",
-                                  "autoattack_linf_8of255", "autoattack_l2_0.5", "fab_linf_8of255",
-                                  "square_l2_0.5", "cw", "cw50"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pgd_linf_2of255",
+        "pgd20_l2_32of255",
+        "fgsm_linf_8of255",
+        "pgd_linf_0.1",
+        "autoattack_linf_8of255",
+        "autoattack_l2_0.5",
+        "fab_linf_8of255",
+        "square_l2_0.5",
+        "cw",
+        "cw50",
+    ],
+)
 def test_attack_names_round_trip(name):
     assert parse_attack(name).name == name
     assert parse_attack(name).metric == f"robust_acc/{name}"
@@ -20,8 +33,20 @@ def test_attack_defaults_follow_the_paper():
     assert pgd.name == "pgd_linf_8of255"  # default step count left out of the name
 
 
-@pytest.mark.parametrize("bad", ["pgd", "pgd_linf", "pgd_linf_300of255", "fgsm_l2_0.5", "fgsm5_linf_0.1",
-                                 "deepfool_l2_0.5", "cw_l2_0.5", "pgd_l3_0.1", "pgd0_linf_0.1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "pgd",
+        "pgd_linf",
+        "pgd_linf_300of255",
+        "fgsm_l2_0.5",
+        "fgsm5_linf_0.1",
+        "deepfool_l2_0.5",
+        "cw_l2_0.5",
+        "pgd_l3_0.1",
+        "pgd0_linf_0.1",
+    ],
+)
 def test_bad_attack_names_are_rejected(bad):
     with pytest.raises(ValueError, match="attack"):
         parse_attack(bad)
@@ -31,8 +56,10 @@ def test_pgd_accuracy_falls_to_zero_as_eps_grows(trained_digits_model, digits):
     """No gradient masking: a stronger attack always does at least as well, and a large ball breaks the model."""
     x, y = digits.test_x, digits.test_y
     torch.manual_seed(0)
-    accs = [robust_accuracy(trained_digits_model, parse_attack(f"pgd_linf_{e}"), x, y, 10)
-            for e in (0.02, 0.05, 0.1, 0.2, 0.4)]
+    accs = [
+        robust_accuracy(trained_digits_model, parse_attack(f"pgd_linf_{e}"), x, y, 10)
+        for e in (0.02, 0.05, 0.1, 0.2, 0.4)
+    ]
     clean = evaluate(trained_digits_model, x, y, 10)["clean_acc"]
     assert clean > 0.95
     assert all(a >= b - 0.01 for a, b in zip([clean] + accs, accs)), accs

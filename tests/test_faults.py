@@ -13,8 +13,7 @@ import yaml
 
 from analysis.tracking import SweepStore
 from sweeps.cli import main
-from tests.conftest import (SAMAT, epochs_of, finished_trials, last_result, stop_leftovers_of, tiny_spec,
-                            trial_dirs)
+from tests.conftest import SAMAT, epochs_of, finished_trials, last_result, stop_leftovers_of, tiny_spec, trial_dirs
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -29,12 +28,25 @@ def wait_for(condition, process, seconds=240, what="condition"):
 
 def test_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
     spec = tmp_path / "retry.yaml"
-    spec.write_text(yaml.safe_dump(tiny_spec(name="retry", models=["small_cnn"], methods={"sgd": {}},
-                                             train={"epochs": 6}, search={"sampler": "random", "trials": 1,
-                                                                          "concurrency": 1})))
+    spec.write_text(
+        yaml.safe_dump(
+            tiny_spec(
+                name="retry",
+                models=["small_cnn"],
+                methods={"sgd": {}},
+                train={"epochs": 6},
+                search={"sampler": "random", "trials": 1, "concurrency": 1},
+            )
+        )
+    )
     results = tmp_path / "results"
-    sweep = subprocess.Popen([SAMAT, "sweep", str(spec), "--results", str(results)], env=ENV, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sweep = subprocess.Popen(
+        [SAMAT, "sweep", str(spec), "--results", str(results)],
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     sweep_dir = results / "retry"
     wait_for(lambda: any(len(epochs_of(p)) >= 2 for p in trial_dirs(sweep_dir)), sweep, what="epoch 2")
     (trial,) = trial_dirs(sweep_dir)
@@ -46,29 +58,47 @@ def test_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
     assert epochs_of(trial) == [1, 2, 3, 4, 5, 6]  # continued from its checkpoint: no epoch ran twice
     assert last_result(trial)["pid"] != worker and last_result(trial)["epochs"] == 6
     record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("retry")
-    assert len(record.rows) == 1 and record.rows[0]["status"] == "complete"  # one MLflow run, not two
-    assert record.rows[0]["metrics"]["epoch"] == 6  # MLflow's latest epoch is the last one
+    assert len(record.rows) == 1 and record.rows[0].status == "complete"  # one MLflow run, not two
+    assert record.rows[0].metrics["epoch"] == 6  # MLflow's latest epoch is the last one
 
 
 def test_killed_driver_is_resumed_and_everything_agrees(tmp_path):
     spec = tmp_path / "crash.yaml"
-    spec.write_text(yaml.safe_dump(tiny_spec(name="crash", models=["small_cnn"], train={"epochs": 3},
-                                             search={"sampler": "random", "seed": 2, "trials": 6,
-                                                     "concurrency": 2})))
+    spec.write_text(
+        yaml.safe_dump(
+            tiny_spec(
+                name="crash",
+                models=["small_cnn"],
+                train={"epochs": 3},
+                search={"sampler": "random", "seed": 2, "trials": 6, "concurrency": 2},
+            )
+        )
+    )
     results = tmp_path / "results"
-    sweep = subprocess.Popen([SAMAT, "sweep", str(spec), "--results", str(results)], env=ENV, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    sweep = subprocess.Popen(
+        [SAMAT, "sweep", str(spec), "--results", str(results)],
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for(lambda: finished_trials(results / "crash", 3) >= 2, sweep, what="two finished trials")
-        finished_before = {p.name: (p / "result.json").read_text() for p in trial_dirs(results / "crash")
-                           if epochs_of(p)[-1:] == [3]}
+        finished_before = {
+            p.name: (p / "result.json").read_text() for p in trial_dirs(results / "crash") if epochs_of(p)[-1:] == [3]
+        }
         sweep.kill()  # SIGKILL: no chance to save anything more
         sweep.wait(timeout=30)
     finally:
         stop_leftovers_of(sweep.pid)
 
-    resumed = subprocess.run([SAMAT, "sweep", str(spec), "--results", str(results), "--resume"], env=ENV,
-                             capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        [SAMAT, "sweep", str(spec), "--results", str(results), "--resume"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-3000:]
 
     finished = [p for p in trial_dirs(results / "crash") if epochs_of(p)[-1:] == [3]]
@@ -78,36 +108,41 @@ def test_killed_driver_is_resumed_and_everything_agrees(tmp_path):
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{results / 'crash' / 'optuna.db'}")
     states = [t.state for t in study.trials]
     record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("crash")
-    complete_runs = [r for r in record.rows if r["status"] == "complete"]
+    complete_runs = [r for r in record.rows if r.status == "complete"]
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.COMPLETE) == len(complete_runs) == len(finished) == 6
-    assert not [r for r in record.rows if r["status"] == "running"]
-    assert record.status == "finished" and all(r["rank"] for r in complete_runs) and record.front
+    assert not [r for r in record.rows if r.status == "running"]
+    assert record.status == "finished" and all(r.rank for r in complete_runs) and record.front
 
 
 def test_diverging_trial_fails_alone_and_the_front_ignores_it(tmp_path):
     from sweeps.run import run_sweep
     from sweeps.spec import validate_spec
 
-    spec = validate_spec(tiny_spec(name="diverge", models=["mlp"], methods={"sgd": {}}, train={
-        "epochs": 2, "momentum": 0.0, "lr": {"choices": [0.05, 1.0e7]}},
-        search={"sampler": "random", "seed": 0, "trials": 4, "concurrency": 2}))
+    spec = validate_spec(
+        tiny_spec(
+            name="diverge",
+            models=["mlp"],
+            methods={"sgd": {}},
+            train={"epochs": 2, "momentum": 0.0, "lr": {"choices": [0.05, 1.0e7]}},
+            search={"sampler": "random", "seed": 0, "trials": 4, "concurrency": 2},
+        )
+    )
     result = run_sweep(spec, results_dir=tmp_path, num_cpus=2)
-    diverged = [r for r in result.trials if r["params"]["lr"] == 1.0e7]
-    healthy = [r for r in result.trials if r["params"]["lr"] == 0.05]
+    diverged = [r for r in result.trials if r.params["lr"] == 1.0e7]
+    healthy = [r for r in result.trials if r.params["lr"] == 0.05]
     assert diverged and healthy, "the seed must draw both learning rates"
-    assert result.finished and all(r["status"] == "error" and "lower the learning rate" in r["error"]
-                                   for r in diverged)
-    assert all(r["status"] == "complete" and r["rank"] for r in healthy)  # the sweep went on
-    assert {r["trial_id"] for r in result.front} <= {r["trial_id"] for r in healthy}
+    assert result.finished and all(r.status == "error" and "lower the learning rate" in r.error for r in diverged)
+    assert all(r.status == "complete" and r.rank for r in healthy)  # the sweep went on
+    assert {r.trial_id for r in result.front} <= {r.trial_id for r in healthy}
 
     study = optuna.load_study(study_name="diverge", storage=result.optuna_storage)
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == len(diverged) and all(t.params["lr"] == 1.0e7 for t in failed)
     record = SweepStore(result.tracking_uri).load_sweep("diverge")
-    failed_runs = [r for r in record.rows if r["status"] == "error"]
-    assert len(failed_runs) == len(diverged) and all("lower the learning rate" in r["error"] for r in failed_runs)
-    assert all(r["rank"] is None for r in failed_runs)
+    failed_runs = [r for r in record.rows if r.status == "error"]
+    assert len(failed_runs) == len(diverged) and all("lower the learning rate" in r.error for r in failed_runs)
+    assert all(r.rank is None for r in failed_runs)
 
 
 def test_unreachable_tracking_server_exits_2_before_anything_starts(tmp_path, capsys, monkeypatch):
@@ -149,8 +184,11 @@ BAD_FLAGS = [
 ]
 
 
-@pytest.mark.parametrize("change,message", BAD_SPECS + [(None, m) for _, m in BAD_FLAGS],
-                         ids=[m for _, m in BAD_SPECS] + [" ".join(f) for f, _ in BAD_FLAGS])
+@pytest.mark.parametrize(
+    "change,message",
+    BAD_SPECS + [(None, m) for _, m in BAD_FLAGS],
+    ids=[m for _, m in BAD_SPECS] + [" ".join(f) for f, _ in BAD_FLAGS],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, change, message):
     import ray
 
@@ -160,8 +198,15 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ch
     flags = next((f for f, m in BAD_FLAGS if m == message), []) if change is None else []
     before = sorted(tmp_path.iterdir())
     try:
-        code = main(["sweep", str(spec), "--results", str(tmp_path / "results"),
-                     *[f.replace("{tmp}", str(tmp_path)) for f in flags]])
+        code = main(
+            [
+                "sweep",
+                str(spec),
+                "--results",
+                str(tmp_path / "results"),
+                *[f.replace("{tmp}", str(tmp_path)) for f in flags],
+            ]
+        )
     except SystemExit as e:
         code = e.code
     err = capsys.readouterr().err.strip()
@@ -172,15 +217,17 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ch
 def test_local_ray_listens_on_loopback_only():
     import ray
 
-    from sweeps.run import start_ray
+    from sweeps.ray_start import start_ray
 
     assert start_ray(None, 1)
     try:
-        pids = {str(os.getpid())} | {p.name for p in Path("/proc").iterdir() if p.name.isdigit()
-                                     and "ray" in (p / "cmdline").read_bytes().decode(errors="ignore")[:300]}
+        pids = {str(os.getpid())} | {
+            p.name
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and "ray" in (p / "cmdline").read_bytes().decode(errors="ignore")[:300]
+        }
         listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-        ours = [line.split()[3] for line in listening.splitlines()
-                if any(f"pid={pid}," in line for pid in pids)]
+        ours = [line.split()[3] for line in listening.splitlines() if any(f"pid={pid}," in line for pid in pids)]
         assert ours, listening
         assert all(addr.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]") for addr in ours), ours
     finally:

@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from analysis.pareto import hypervolume, pareto_front, pareto_ranks, rank_trials
+from analysis.pareto import hypervolume, pareto_front, pareto_ranks
+from analysis.trials import TrialRow, front, objective_values, rank_rows
 
 
 def dominates(a, b, directions):
@@ -63,8 +64,7 @@ def test_hypervolume_matches_a_grid_count(seed):
     # integer points between 1 and 8 away from the reference, in the objectives' own directions
     offsets = rng.integers(1, 9, (15, m))
     reference = [0.0 if d == "max" else 10.0 for d in directions]
-    points = [[ref + o if d == "max" else ref - o for ref, o, d in zip(reference, row, directions)]
-              for row in offsets]
+    points = [[ref + o if d == "max" else ref - o for ref, o, d in zip(reference, row, directions)] for row in offsets]
     expected = brute_force_hypervolume(points, directions, reference, cells=9)
     assert hypervolume(points, directions, reference) == pytest.approx(expected)
 
@@ -76,8 +76,22 @@ def test_hypervolume_ignores_points_behind_the_reference_and_needs_2_or_3_object
         hypervolume([[1, 2, 3, 4]], ["max"] * 4)
 
 
-def test_rank_trials_ignores_failed_unfinished_and_nan():
-    rows = [{"status": "complete", "values": [0.9, 0.2]}, {"status": "error", "values": [1.0, 1.0]},
-            {"status": "complete", "values": [float("nan"), 0.9]}, {"status": "unfinished", "values": [1, 1]},
-            {"status": "complete", "values": [0.5, 0.5]}, {"status": "complete", "values": [0.4, 0.1]}]
-    assert [r["rank"] for r in rank_trials(rows, ["max", "max"])] == [1, None, None, None, 1, 2]
+def test_rank_rows_ignores_failed_unfinished_and_nan():
+    cases = [
+        ("complete", 0.9, 0.2),
+        ("error", 1.0, 1.0),
+        ("complete", float("nan"), 0.9),
+        ("unfinished", 1, 1),
+        ("complete", 0.5, 0.5),
+        ("complete", 0.4, 0.1),
+        ("complete", None, 0.3),
+    ]
+    rows = [TrialRow(str(i), status, {}, {"clean_acc": c, "robust_acc/x": r}) for i, (status, c, r) in enumerate(cases)]
+    directions = {"clean_acc": "max", "robust_acc/x": "max"}
+    assert [r.rank for r in rank_rows(rows, directions)] == [1, None, None, None, 1, 2, None]
+    assert [r.trial_id for r in front(rows, directions)] == ["0", "4"]  # best first by the first objective
+
+
+def test_objective_values_are_keyed_by_name_not_position():
+    row = TrialRow("t", "complete", {}, {"robust_acc/x": 0.2, "clean_acc": 0.9})
+    assert objective_values(row, {"clean_acc": "max", "robust_acc/x": "max"}) == [0.9, 0.2]

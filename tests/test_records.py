@@ -2,12 +2,10 @@
 
 import json
 import re
+import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,9 +13,9 @@ from mlflow import MlflowClient
 
 from analysis.export import read_table
 from analysis.pareto import pareto_ranks
+from analysis.ui import port_free
 from sweeps.cli import main
-
-MLFLOW = str(Path(sys.executable).parent / "mlflow")
+from tests.conftest import SAMAT
 
 
 def frontier(*argv):
@@ -39,8 +37,9 @@ def test_parent_and_child_runs(tiny_sweep):
     assert parent.data.params["search.sampler"] == "random" and parent.data.params["methods.sam.rho.low"] == "0.01"
     hv = client.get_metric_history(parent.info.run_id, "hypervolume")
     assert [m.step for m in sorted(hv, key=lambda m: m.step)] == [1, 2, 3]  # one point per finished trial
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | \
-                {a.path for a in client.list_artifacts(parent.info.run_id, "front")}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "front")
+    }
     assert {"spec.yaml", "front/front.parquet", "front/front.json", "front/front.png", "front/front.html"} <= artifacts
 
     values, directions = [], ["max", "max"]
@@ -60,15 +59,17 @@ def test_parent_and_child_runs(tiny_sweep):
 
 def test_export_files_hold_exactly_the_front(tiny_sweep, tmp_path, capsys):
     uri = tiny_sweep.tracking_uri
-    front_ids = {r["trial_id"] for r in tiny_sweep.front}
+    front_ids = {r.trial_id for r in tiny_sweep.front}
     out = tmp_path / "front.parquet"
     assert frontier("export", "tiny", "-o", str(out), "--front-only", "--tracking-uri", uri) == 0
     table = pq.read_table(out)
     assert set(table.column("trial_id").to_pylist()) == front_ids and all(table.column("pareto_front").to_pylist())
-    by_id = {r["trial_id"]: r for r in tiny_sweep.trials}
+    by_id = {r.trial_id: r for r in tiny_sweep.trials}
     for row in table.to_pylist():
-        assert [row["clean_acc"], row["robust_acc/pgd_linf_0.1"]] == by_id[row["trial_id"]]["values"]
-        assert row["run_id"] and row["method"] == by_id[row["trial_id"]]["params"]["method"]
+        ran = by_id[row["trial_id"]]
+        # objective columns carry the values Ray reported under the same names
+        assert {m: row[m] for m in ran.objectives} == ran.objectives
+        assert row["run_id"] and row["method"] == ran.method
     for suffix in ("csv", "json"):
         every = tmp_path / f"all.{suffix}"
         assert frontier("export", "tiny", "-o", str(every), "--tracking-uri", uri) == 0
@@ -83,7 +84,7 @@ def test_show_list_plot_and_compare(tiny_sweep, tmp_path, capsys):
     assert "tiny" in listing and "finished" in listing
     assert frontier("show", "tiny", "--tracking-uri", uri) == 0
     shown = capsys.readouterr().out
-    assert all(r["trial_id"] in shown for r in tiny_sweep.front)
+    assert all(r.trial_id in shown for r in tiny_sweep.front)
     assert frontier("plot", "tiny", "-o", str(tmp_path / "f.png"), "--tracking-uri", uri) == 0
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert frontier("plot", "tiny", "-o", str(tmp_path / "f.html"), "--tracking-uri", uri) == 0
@@ -94,15 +95,18 @@ def test_show_list_plot_and_compare(tiny_sweep, tmp_path, capsys):
     assert shares == ["0", "0"], compared  # a front never dominates itself
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["show", "nope"], "no sweep named 'nope'"),
-    (["export", "nope", "-o", "{tmp}/x.csv"], "no sweep named 'nope'"),
-    (["export", "tiny", "-o", "{tmp}/x.xlsx"], "unknown format '.xlsx'"),
-    (["export", "tiny", "-o", "{tmp}/missing/x.csv"], "cannot write in"),
-    (["export", "tiny", "-o", "/proc/x.csv"], "cannot write in /proc"),
-    (["plot", "tiny", "-o", "{tmp}/x.jpg"], "unknown format '.jpg'"),
-    (["export", "tiny"], "required: -o/--output"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["show", "nope"], "no sweep named 'nope'"),
+        (["export", "nope", "-o", "{tmp}/x.csv"], "no sweep named 'nope'"),
+        (["export", "tiny", "-o", "{tmp}/x.xlsx"], "unknown format '.xlsx'"),
+        (["export", "tiny", "-o", "{tmp}/missing/x.csv"], "cannot write in"),
+        (["export", "tiny", "-o", "/proc/x.csv"], "cannot write in /proc"),
+        (["plot", "tiny", "-o", "{tmp}/x.jpg"], "unknown format '.jpg'"),
+        (["export", "tiny"], "required: -o/--output"),
+    ],
+)
 def test_bad_frontier_input_exits_2_and_writes_nothing(tiny_sweep, tmp_path, capsys, argv, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert frontier(*argv, "--tracking-uri", tiny_sweep.tracking_uri) == 2
@@ -129,25 +133,33 @@ def api(base: str, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def test_a_real_mlflow_server_serves_the_sweep(tiny_sweep, tmp_path):
+def test_frontier_ui_serves_the_sweep_and_links_to_its_front(tiny_sweep, tmp_path):
+    """`samat frontier ui` starts a real MLflow server on loopback, prints the link to the front's runs page (in
+    the training-runs view, not the GenAI one), answers the REST API, and Ctrl-C stops it and all it started."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([MLFLOW, "server", "--backend-store-uri", tiny_sweep.tracking_uri, "--host",
-                               "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))
+    ui = subprocess.Popen(
+        [SAMAT, "frontier", "ui", "tiny", "--port", str(port), "--tracking-uri", tiny_sweep.tracking_uri],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-                assert time.time() < deadline, "mlflow server did not answer within 90 s"
-                time.sleep(0.5)
+        lines = []
+        while not any(line.startswith("Ctrl-C") for line in lines):
+            line = ui.stdout.readline()
+            assert line, f"samat frontier ui ended early: {''.join(lines)[-2000:]}"
+            lines.append(line.strip())
         experiment = api(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny")["experiment"]
-        runs = api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                                         "max_results": 100})["runs"]
+        link = next(line for line in lines if line.startswith(base))
+        assert link == (
+            f"{base}/#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning"
+            "&searchFilter=tags.pareto_front%20%3D%20%22true%22"
+        )
+        assert urllib.request.urlopen(base, timeout=10).status == 200  # the UI's page itself
+        runs = api(
+            base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100}
+        )["runs"]
         tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs]
         parent = [run for run, t in zip(runs, tags) if t.get("samat.role") == "sweep"]
         assert len(parent) == 1
@@ -155,11 +167,17 @@ def test_a_real_mlflow_server_serves_the_sweep(tiny_sweep, tmp_path):
         children = [t for t in tags if t.get("samat.role") == "trial"]
         assert len(children) == 3 and all(t["mlflow.parentRunId"] == parent_id for t in children)
         on_front = {t["ray_trial_id"] for t in children if t["pareto_front"] == "true"}
-        assert on_front == {r["trial_id"] for r in tiny_sweep.front}
-        # the filter the README tells users to type into the UI
-        front = api(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                                          "filter": "tags.pareto_front = 'true'"})["runs"]
+        assert on_front == {r.trial_id for r in tiny_sweep.front}
+        # the link's filter, as the UI sends it
+        front = api(
+            base,
+            "/api/2.0/mlflow/runs/search",
+            {"experiment_ids": [experiment["experiment_id"]], "filter": 'tags.pareto_front = "true"'},
+        )["runs"]
         assert len(front) == len(on_front)
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=30) == 130
+        assert port_free(port)  # the server and its workers are gone
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if ui.poll() is None:
+            ui.kill()

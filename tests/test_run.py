@@ -1,6 +1,5 @@
 """Runs: repeatable, resumable from checkpoints to identical results, safe against foreign files, and loud on NaN."""
 
-
 import pytest
 import torch
 
@@ -105,8 +104,15 @@ def test_big_models_take_any_input_size_and_class_count(model):
 
     kw = {"depth": 10, "width": 1} if model == "wrn" else {}
     for channels, size, classes in [(1, 8, 10), (3, 32, 100)]:
-        net = build_model(model, channels=channels, num_classes=classes, image_size=size, mean=(0.5,) * channels,
-                          std=(0.25,) * channels, **kw)
+        net = build_model(
+            model,
+            channels=channels,
+            num_classes=classes,
+            image_size=size,
+            mean=(0.5,) * channels,
+            std=(0.25,) * channels,
+            **kw,
+        )
         assert net(torch.rand(2, channels, size, size)).shape == (2, classes)
 
 

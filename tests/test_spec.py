@@ -3,11 +3,13 @@
 import optuna
 import pytest
 
-from sweeps.run import SearchSpace
+from sweeps.space import SearchSpace
 from sweeps.spec import SpecError, available_specs, load_spec, validate_spec
 
 GOOD = {
-    "name": "t", "models": ["small_cnn"], "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.5}}},
+    "name": "t",
+    "models": ["small_cnn"],
+    "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.5}}},
 }
 
 
@@ -15,46 +17,59 @@ def test_shipped_specs_load():
     assert {"quick", "cifar10", "cifar10_arch", "cifar100", "tinyimagenet"} <= set(available_specs())
     for name in available_specs():
         spec = load_spec(name)
-        assert 2 <= len(spec.objectives) <= 3 and spec.objective_metrics[0] == "clean_acc"
+        assert 2 <= len(spec.objectives) <= 3 and list(spec.directions)[0] == "clean_acc"
     quick = load_spec("quick")
-    assert quick.dataset == "digits" and quick.search.trials >= 12 and set(quick.methods) >= {"sgd", "sam", "at",
-                                                                                              "fast_at"}
+    assert (
+        quick.dataset == "digits"
+        and quick.search.trials >= 12
+        and set(quick.methods) >= {"sgd", "sam", "at", "fast_at"}
+    )
     paper = load_spec("cifar10")
     assert paper.models == ["preact_resnet18"] and paper.train["epochs"] == 100 and paper.train["lr"] == 0.1
 
 
 def test_defaults_give_clean_and_objective_attack():
     spec = validate_spec(GOOD)
-    assert [(o.metric, o.direction) for o in spec.objectives] == [("clean_acc", "max"),
-                                                                   ("robust_acc/pgd_linf_2of255", "max")]
+    assert [(o.metric, o.direction) for o in spec.objectives] == [
+        ("clean_acc", "max"),
+        ("robust_acc/pgd_linf_2of255", "max"),
+    ]
     assert spec.search.sampler == "nsga2" and spec.methods["sgd"] == {}
 
 
-@pytest.mark.parametrize("change,where", [
-    ({"colour": "red"}, "colour"),
-    ({"methods": {"sam": {"rho": -0.1}}}, "sam.rho: -0.1 is not allowed"),
-    ({"methods": {"at": {"eps": {"low": 0.1, "high": 1.5}}}}, "at.eps: 1.5 is not allowed"),
-    ({"methods": {}}, "methods"),
-    ({"methods": {"sgd": {"rho": 0.1}}}, "sgd.rho: sgd takes no 'rho'"),
-    ({"methods": {"adam": {}}}, "methods.adam"),
-    ({"models": ["resnet50"]}, "models.0=resnet50"),
-    ({"models": []}, "models"),
-    ({"search": {"sampler": "cmaes"}}, "search.sampler=cmaes"),
-    ({"search": {"trials": 0}}, "search.trials=0"),
-    ({"objectives": [{"metric": "clean_acc"}] * 4}, "2 or 3 objectives, got 4"),
-    ({"objectives": [{"metric": "clean_acc"}]}, "2 or 3 objectives, got 1"),
-    ({"objectives": [{"metric": "clean_acc"}, {"metric": "robust_acc/pgd_linf_9of255"}]},
-     "'robust_acc/pgd_linf_9of255' is not a metric"),
-    ({"objectives": [{"metric": "clean_acc", "direction": "up"}, {"metric": "test_loss"}]}, "objectives.0.direction"),
-    ({"train": {"lr": {"low": 0.5, "high": 0.1}}}, "low (0.5) must be below high (0.1)"),
-    ({"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
-    ({"train": {"rho": 0.1}}, "rho: set it at the top of the spec or under methods"),
-    ({"train": {"epochs": 0}}, "epochs: 0 is not allowed"),
-    ({"train": {"optimizer": "adam"}}, "unknown training field 'optimizer'"),
-    ({"objective_attack": "pgd_linf"}, "unknown attack 'pgd_linf'"),
-    ({"resources": {"gpu": -1}}, "resources.gpu=-1"),
-    ({"name": "bad name!"}, "name='bad name!'"),
-])
+@pytest.mark.parametrize(
+    "change,where",
+    [
+        ({"colour": "red"}, "colour"),
+        ({"methods": {"sam": {"rho": -0.1}}}, "sam.rho: -0.1 is not allowed"),
+        ({"methods": {"at": {"eps": {"low": 0.1, "high": 1.5}}}}, "at.eps: 1.5 is not allowed"),
+        ({"methods": {}}, "methods"),
+        ({"methods": {"sgd": {"rho": 0.1}}}, "sgd.rho: sgd takes no 'rho'"),
+        ({"methods": {"adam": {}}}, "methods.adam"),
+        ({"models": ["resnet50"]}, "models.0=resnet50"),
+        ({"models": []}, "models"),
+        ({"search": {"sampler": "cmaes"}}, "search.sampler=cmaes"),
+        ({"search": {"trials": 0}}, "search.trials=0"),
+        ({"objectives": [{"metric": "clean_acc"}] * 4}, "2 or 3 objectives, got 4"),
+        ({"objectives": [{"metric": "clean_acc"}]}, "2 or 3 objectives, got 1"),
+        (
+            {"objectives": [{"metric": "clean_acc"}, {"metric": "robust_acc/pgd_linf_9of255"}]},
+            "'robust_acc/pgd_linf_9of255' is not a metric",
+        ),
+        (
+            {"objectives": [{"metric": "clean_acc", "direction": "up"}, {"metric": "test_loss"}]},
+            "objectives.0.direction",
+        ),
+        ({"train": {"lr": {"low": 0.5, "high": 0.1}}}, "low (0.5) must be below high (0.1)"),
+        ({"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
+        ({"train": {"rho": 0.1}}, "rho: set it at the top of the spec or under methods"),
+        ({"train": {"epochs": 0}}, "epochs: 0 is not allowed"),
+        ({"train": {"optimizer": "adam"}}, "unknown training field 'optimizer'"),
+        ({"objective_attack": "pgd_linf"}, "unknown attack 'pgd_linf'"),
+        ({"resources": {"gpu": -1}}, "resources.gpu=-1"),
+        ({"name": "bad name!"}, "name='bad name!'"),
+    ],
+)
 def test_bad_specs_name_the_field_and_value(change, where):
     with pytest.raises(SpecError) as e:
         validate_spec({**GOOD, **change}, "spec.yaml")
@@ -80,11 +95,19 @@ def test_bad_files(tmp_path):
 
 
 def test_conditional_parameters_only_appear_for_their_method():
-    spec = validate_spec({**GOOD, "models": ["small_cnn", "mlp"], "train": {"lr": {"low": 0.01, "high": 0.1,
-                                                                                    "log": True}},
-                          "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.5}},
-                                      "at": {"eps": {"low": 0.01, "high": 0.1}, "norm": "l2", "attack_steps": 3},
-                                      "sam_at": {"rho": {"low": 0.1, "high": 0.2}, "eps": 0.05}}})
+    spec = validate_spec(
+        {
+            **GOOD,
+            "models": ["small_cnn", "mlp"],
+            "train": {"lr": {"low": 0.01, "high": 0.1, "log": True}},
+            "methods": {
+                "sgd": {},
+                "sam": {"rho": {"low": 0.01, "high": 0.5}},
+                "at": {"eps": {"low": 0.01, "high": 0.1}, "norm": "l2", "attack_steps": 3},
+                "sam_at": {"rho": {"low": 0.1, "high": 0.2}, "eps": 0.05},
+            },
+        }
+    )
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=1))
     space = SearchSpace(spec)
     seen = {}

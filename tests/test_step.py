@@ -64,8 +64,9 @@ def test_sam_with_rho_zero_is_sgd(linear_problem):
 
 def bn_model():
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
-                         nn.Linear(4 * 8 * 8, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)
+    )
 
 
 def test_sam_updates_batchnorm_statistics_in_first_pass_only():
@@ -84,8 +85,9 @@ def test_sam_updates_batchnorm_statistics_in_first_pass_only():
     assert bn.momentum == 0.1  # restored after the second pass
 
 
-@pytest.mark.parametrize("attack", [PGD("linf", 0.1, 0.025, 10), PGD("l2", 0.5, 0.125, 10), FGSM("linf", 0.1),
-                                    FGSM("l2", 0.5)])
+@pytest.mark.parametrize(
+    "attack", [PGD("linf", 0.1, 0.025, 10), PGD("l2", 0.5, 0.125, 10), FGSM("linf", 0.1), FGSM("l2", 0.5)]
+)
 def test_input_perturbation_stays_in_ball_and_range_and_raises_loss(trained_digits_model, digits, attack):
     model = trained_digits_model
     model.train()  # the attack must switch to eval itself and come back
@@ -125,12 +127,19 @@ def test_sam_at_gets_no_gradient_from_the_attack(trained_digits_model, digits):
 
 
 def test_methods_compose_the_right_perturbations():
-    kinds = {m: (type(s.input_perturbation).__name__, type(s.weight_perturbation).__name__)
-             for m in ("sgd", "sam", "asam", "at", "fast_at", "sam_at") for s in [make_step(m)]}
-    assert kinds == {"sgd": ("NoInputPerturbation", "NoWeightPerturbation"),
-                     "sam": ("NoInputPerturbation", "SAM"), "asam": ("NoInputPerturbation", "ASAM"),
-                     "at": ("PGD", "NoWeightPerturbation"), "fast_at": ("FGSM", "NoWeightPerturbation"),
-                     "sam_at": ("PGD", "SAM")}
+    kinds = {
+        m: (type(s.input_perturbation).__name__, type(s.weight_perturbation).__name__)
+        for m in ("sgd", "sam", "asam", "at", "fast_at", "sam_at")
+        for s in [make_step(m)]
+    }
+    assert kinds == {
+        "sgd": ("NoInputPerturbation", "NoWeightPerturbation"),
+        "sam": ("NoInputPerturbation", "SAM"),
+        "asam": ("NoInputPerturbation", "ASAM"),
+        "at": ("PGD", "NoWeightPerturbation"),
+        "fast_at": ("FGSM", "NoWeightPerturbation"),
+        "sam_at": ("PGD", "SAM"),
+    }
     at = make_step("at", eps=0.04, attack_steps=10).input_perturbation
     assert at.alpha == pytest.approx(2.5 * 0.04 / 10) and at.random_start
     fast = make_step("fast_at", eps=0.04).input_perturbation

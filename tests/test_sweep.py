@@ -19,46 +19,58 @@ from sweeps.spec import validate_spec
 from tests.conftest import SAMAT, epochs_of, finished_trials, tiny_spec
 
 
-
 def test_three_trial_sweep_end_to_end(tiny_sweep):
     result = tiny_sweep
     assert result.finished and len(result.trials) == 3
-    assert all(r["status"] == "complete" and r["metrics"]["epochs"] == 2 for r in result.trials)
-    assert all(r["metrics"]["node_id"] for r in result.trials)
+    assert all(r.status == "complete" and r.metrics["epochs"] == 2 for r in result.trials)
+    assert all(r.metrics["node_id"] for r in result.trials)
 
     study = optuna.load_study(study_name=result.name, storage=result.optuna_storage)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE] * 2
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     # every Ray trial's objectives are exactly the values Optuna was told, for the same parameters
     told = sorted((round(t.params.get("lr"), 12), tuple(t.values)) for t in study.trials)
-    ran = sorted((round(r["params"]["lr"], 12), tuple(r["values"])) for r in result.trials)
+    ran = sorted((round(r.params["lr"], 12), tuple(r.objectives.values())) for r in result.trials)
     assert told == ran
     # the front is the non-dominated set of the trials, first objective descending
-    values = [r["values"] for r in result.trials]
-    assert {result.trials[i]["trial_id"] for i in pareto_front(values, ["max", "max"])} == \
-           {r["trial_id"] for r in result.front}
+    assert list(result.trials[0].objectives) == ["clean_acc", "robust_acc/pgd_linf_0.1"]  # keyed, in order
+    values = [list(r.objectives.values()) for r in result.trials]
+    assert {result.trials[i].trial_id for i in pareto_front(values, ["max", "max"])} == {
+        r.trial_id for r in result.front
+    }
     assert Path(result.path).name == "tiny" and (Path(result.path) / "optuna.db").is_file()
 
 
 def test_a_second_sweep_of_the_same_spec_never_overwrites_the_first(tmp_path):
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "keep.txt").write_text("earlier results")
-    spec = validate_spec(tiny_spec(search={"sampler": "random", "trials": 1, "concurrency": 1},
-                                   train={"epochs": 1}))
+    spec = validate_spec(tiny_spec(search={"sampler": "random", "trials": 1, "concurrency": 1}, train={"epochs": 1}))
     result = run_sweep(spec, results_dir=tmp_path, num_cpus=2)
     assert result.name == "tiny-2" and (tmp_path / "tiny" / "keep.txt").read_text() == "earlier results"
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     spec_file = tmp_path / "resumable.yaml"
-    spec_file.write_text(yaml.safe_dump(tiny_spec(
-        name="resumable", models=["small_cnn"], train={"epochs": 4, "lr": {"low": 0.02, "high": 0.1}},
-        search={"sampler": "random", "seed": 0, "trials": 5, "concurrency": 1})))
+    spec_file.write_text(
+        yaml.safe_dump(
+            tiny_spec(
+                name="resumable",
+                models=["small_cnn"],
+                train={"epochs": 4, "lr": {"low": 0.02, "high": 0.1}},
+                search={"sampler": "random", "seed": 0, "trials": 5, "concurrency": 1},
+            )
+        )
+    )
     results = tmp_path / "results"
     storage = f"sqlite:///{results / 'resumable' / 'optuna.db'}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    sweep = subprocess.Popen([SAMAT, "sweep", str(spec_file), "--results", str(results)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = subprocess.Popen(
+        [SAMAT, "sweep", str(spec_file), "--results", str(results)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 240
     while finished_trials(results / "resumable", 4) < 2:
         assert sweep.poll() is None and time.time() < deadline, "the sweep ended before it could be interrupted"
@@ -68,16 +80,25 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert sweep.returncode == 130, out
     assert "--resume" in out
 
-    finished_before = {p.name: (p / "result.json").read_text() for p in (results / "resumable").iterdir()
-                       if p.is_dir() and (p / "result.json").is_file() and epochs_of(p)[-1:] == [4]}
+    finished_before = {
+        p.name: (p / "result.json").read_text()
+        for p in (results / "resumable").iterdir()
+        if p.is_dir() and (p / "result.json").is_file() and epochs_of(p)[-1:] == [4]
+    }
     assert 2 <= len(finished_before) < 5
     interrupted = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("resumable")
     assert interrupted.status == "interrupted"  # the parent run says so; every result line is whole JSON:
-    assert all(json.loads(line) for p in (results / "resumable").glob("*/result.json")
-               for line in p.read_text().splitlines())
+    assert all(
+        json.loads(line) for p in (results / "resumable").glob("*/result.json") for line in p.read_text().splitlines()
+    )
 
-    resumed = subprocess.run([SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"], env=env,
-                             capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        [SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "Pareto front of resumable" in resumed.stdout
 
@@ -91,19 +112,22 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         assert (results / "resumable" / name / "result.json").read_text() == text  # finished trials never re-ran
 
     record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("resumable")
-    assert len(record.rows) == 5 and len({r["trial_id"] for r in record.rows}) == 5  # one MLflow run per trial
-    assert all(r["status"] == "complete" for r in record.rows) and record.status == "finished"
+    assert len(record.rows) == 5 and len({r.trial_id for r in record.rows}) == 5  # one MLflow run per trial
+    assert all(r.status == "complete" for r in record.rows) and record.status == "finished"
     ray_ids = {json.loads((p / "result.json").read_text().splitlines()[-1])["trial_id"] for p in trial_dirs}
-    assert {r["trial_id"] for r in record.rows} == ray_ids
+    assert {r.trial_id for r in record.rows} == ray_ids
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["no_such_spec"], "no such spec file"),
-    (["quick", "--trials", "0"], "--trials: 0 must be at least 1"),
-    (["quick", "--concurrency", "x"], "--concurrency"),
-    (["quick", "--results", "/proc/samat-results"], "--results=/proc/samat-results: cannot write there"),
-    (["quick", "--resume"], "--resume: no sweep of 'quick' to resume"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["no_such_spec"], "no such spec file"),
+        (["quick", "--trials", "0"], "--trials: 0 must be at least 1"),
+        (["quick", "--concurrency", "x"], "--concurrency"),
+        (["quick", "--results", "/proc/samat-results"], "--results=/proc/samat-results: cannot write there"),
+        (["quick", "--resume"], "--resume: no sweep of 'quick' to resume"),
+    ],
+)
 def test_sweep_usage_errors_exit_2_before_starting_anything(capsys, tmp_path, monkeypatch, argv, message):
     import ray
 

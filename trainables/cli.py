@@ -13,38 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trainables.config import TrainConfig
-
-USAGE_ERROR = 2
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2, nothing written."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a single line (and exit 2) instead of usage text plus a line."""
-
-    def error(self, message):
-        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
-
-
-def flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def describe_validation_error(error: ValidationError, name_of=flag) -> str:
-    """The first problem of a pydantic error as `FIELD=VALUE: what is allowed`."""
-    first = error.errors()[0]
-    message = first["msg"].removeprefix("Value error, ")
-    if not first["loc"]:  # a check across fields names its field at the start of its message
-        return message
-    where = name_of(".".join(str(part) for part in first["loc"]))
-    return f"{where}={show(first['input'])}: {message}" if "input" in first else f"{where}: {message}"
-
-
-def show(value) -> str:
-    """A value as the user typed it: plain words bare, anything else (empty, spaced, lists) as Python writes it."""
-    return value if isinstance(value, str) and value and not any(c.isspace() for c in value) else repr(value)
+from trainables.usage import UsageError, describe_validation_error, flag, show
 
 
 def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -53,10 +22,12 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) ->
         default = field.default if not isinstance(field.default, tuple) else ",".join(field.default)
         choices = get_args(field.annotation)
         extra = f" (one of {', '.join(choices)})" if choices and all(isinstance(c, str) for c in choices) else ""
-        help_text = f"{field.description}{extra} [default: {default}]"
+        # argparse %-formats help strings: a literal % (as in "x0.1 at 75%") must be doubled
+        help_text = f"{field.description}{extra} [default: {default}]".replace("%", "%%")
         if field.annotation is bool:
-            parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
+            parser.add_argument(
+                flag(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             parser.add_argument(flag(name), default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
 
@@ -71,8 +42,10 @@ def config_from_args(args: argparse.Namespace, model: type[BaseModel] = TrainCon
 
 def add_train_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train one model and evaluate its clean and robust accuracy",
-        description="Train one model with torch alone (no Ray) and print its clean and robust accuracy.")
+        "train",
+        help="train one model and evaluate its clean and robust accuracy",
+        description="Train one model with torch alone (no Ray) and print its clean and robust accuracy.",
+    )
     add_config_flags(parser, TrainConfig)
     parser.add_argument("--json", action="store_true", help="print the final metrics as one JSON object on stdout")
     parser.add_argument("--save", metavar="FILE", help="write a checkpoint here after every epoch")
@@ -81,13 +54,16 @@ def add_train_parser(subparsers) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from trainables.data import DataError
-    from trainables.run import CheckpointError, Run, fit, resolve_device
+    # the torch core, imported when training: torch takes 3-7 s to import, which `samat --help` need not pay
+    from trainables.data import DataError  # noqa: PLC0415
+    from trainables.run import CheckpointError, Run, fit, resolve_device  # noqa: PLC0415
 
     config = config_from_args(args)
     if config.dataset != "digits" and not config.download and not Path(config.data_dir).expanduser().is_dir():
-        raise UsageError(f"--data-dir={show(config.data_dir)}: no such folder (it should hold the {config.dataset} "
-                         f"files; --download fetches CIFAR where the network allows)")
+        raise UsageError(
+            f"--data-dir={show(config.data_dir)}: no such folder (it should hold the {config.dataset} "
+            f"files; --download fetches CIFAR where the network allows)"
+        )
     if args.resume and not Path(args.resume).is_file():
         raise UsageError(f"--resume={show(args.resume)}: no such checkpoint file")
     try:
@@ -96,8 +72,14 @@ def train_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--device={config.device}: {e}") from None
 
     console = Console(stderr=True)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(f"{config.method} {config.model} on {config.dataset}", total=None, status="")
 
@@ -107,8 +89,10 @@ def train_command(args: argparse.Namespace) -> int:
         def on_epoch(metrics: dict, run: Run) -> None:
             if args.save:
                 run.save(args.save)
-            progress.update(task, status=f"epoch {metrics['epoch']}  loss {metrics['train_loss']:.3f}  "
-                                         f"clean {metrics['clean_acc']:.3f}")
+            progress.update(
+                task,
+                status=f"epoch {metrics['epoch']}  loss {metrics['train_loss']:.3f}  clean {metrics['clean_acc']:.3f}",
+            )
 
         try:
             metrics = fit(config, on_epoch=on_epoch, on_batch=on_batch, resume_from=args.resume)

@@ -7,19 +7,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trainables.evaluate import parse_attack
-
-Method = Literal["sgd", "sam", "asam", "at", "fast_at", "sam_at"]
-Model = Literal["small_cnn", "mlp", "preact_resnet18", "wrn", "vit_tiny"]
-Dataset = Literal["digits", "cifar10", "cifar100", "tinyimagenet"]
+from trainables.vocabulary import Dataset, Method, Model, parse_attack, reported_metrics
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: Dataset = Field("digits", description="data set")
-    data_dir: str = Field("data", description="folder holding cifar-10-batches-py, cifar-100-python or "
-                                              "tiny-imagenet-200 (digits ships with scikit-learn)")
+    data_dir: str = Field(
+        "data",
+        description="folder holding cifar-10-batches-py, cifar-100-python or "
+        "tiny-imagenet-200 (digits ships with scikit-learn)",
+    )
     download: bool = Field(False, description="download CIFAR into --data-dir if missing (needs the network)")
     image_size: int | None = Field(None, ge=8, description="resize tinyimagenet to this size (the paper used 32)")
     model: Model = Field("small_cnn", description="architecture")
@@ -31,8 +30,7 @@ class TrainConfig(BaseModel):
     norm: Literal["linf", "l2"] = Field("linf", description="adversarial-training threat model")
     eps: float = Field(8 / 255, ge=0, le=1, description="adversarial-training radius ε in pixel units [0, 1]")
     attack_steps: int = Field(10, ge=1, description="PGD steps for at / sam_at")
-    alpha: float | None = Field(None, gt=0, description="attack step size (default 2.5ε/steps for PGD, 1.25ε "
-                                                        "for FGSM)")
+    alpha: float | None = Field(None, gt=0, description="attack step size (default 2.5ε/steps for PGD, 1.25ε for FGSM)")
     epochs: int = Field(10, ge=1, description="training epochs")
     batch_size: int = Field(128, ge=2, description="training batch size")
     lr: float = Field(0.1, gt=0, description="peak learning rate")
@@ -40,17 +38,23 @@ class TrainConfig(BaseModel):
     nesterov: bool = Field(False, description="Nesterov momentum")
     weight_decay: float = Field(5e-4, ge=0, description="weight decay")
     schedule: Literal["piecewise", "cosine", "constant"] = Field(
-        "piecewise", description="learning-rate schedule (piecewise: x0.1 at 75%, x0.01 at 90% of training)")
+        "piecewise", description="learning-rate schedule (piecewise: x0.1 at 75%, x0.01 at 90% of training)"
+    )
     seed: int = Field(0, ge=0, description="random seed (CPU runs repeat exactly)")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: training and attack-crafting forward "
-                                                                   "passes under bfloat16 autocast (parameters, "
-                                                                   "optimiser and evaluation stay fp32)")
-    channels_last: bool = Field(False, description="NHWC memory layout for the model and its batches (faster "
-                                                   "convolutions on GPUs)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: training and attack-crafting forward "
+        "passes under bfloat16 autocast (parameters, "
+        "optimiser and evaluation stay fp32)",
+    )
+    channels_last: bool = Field(
+        False, description="NHWC memory layout for the model and its batches (faster convolutions on GPUs)"
+    )
     compile: bool = Field(False, description="torch.compile the model (the first steps pay for compiling)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
-    eval_attacks: tuple[str, ...] = Field(("pgd_linf_2of255", "pgd_linf_8of255"),
-                                          description="attacks evaluated after the last epoch, comma-separated")
+    eval_attacks: tuple[str, ...] = Field(
+        ("pgd_linf_2of255", "pgd_linf_8of255"), description="attacks evaluated after the last epoch, comma-separated"
+    )
     epoch_attacks: tuple[str, ...] = Field((), description="attacks also evaluated after every epoch")
     eval_n: int = Field(1000, ge=1, description="robust accuracy uses the first N test images")
 
@@ -66,6 +70,11 @@ class TrainConfig(BaseModel):
         if self.model == "wrn" and (self.depth - 4) % 6:
             raise ValueError(f"depth: wrn depth must be 6n+4 (16, 22, 28, 34, ...), got {self.depth}")
         return self
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric a run of this config reports (a spec may name any of them as an objective)."""
+        return reported_metrics(dict.fromkeys(self.epoch_attacks + self.eval_attacks))
 
     @property
     def attack_specs(self):

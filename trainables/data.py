@@ -5,6 +5,7 @@ index slices of it, and crop/flip run as a few tensor ops per batch (the airbenc
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import pickle
 from dataclasses import dataclass
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
-DATASETS = ("digits", "cifar10", "cifar100", "tinyimagenet")
+from trainables.vocabulary import DATASETS
 
 
 class DataError(Exception):
@@ -67,12 +69,10 @@ def augment(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
 def read_bundled_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as (images 1797x8x8 in 0..16, labels). Read straight from the CSV it ships:
     importing sklearn.datasets costs ~3 s (scipy), paid again by every Ray trial process."""
-    import importlib.util
-
     sklearn = importlib.util.find_spec("sklearn")  # locates the package without importing it
     csv = Path(sklearn.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if sklearn else None
     if csv is None or not csv.is_file():
-        from sklearn.datasets import load_digits  # the layout changed: let scikit-learn read it
+        from sklearn.datasets import load_digits  # noqa: PLC0415 - the layout changed: let scikit-learn read it
 
         digits = load_digits()
         return digits.images, digits.target
@@ -89,16 +89,32 @@ def load_digits_data() -> ImageData:
     x, y = x[order], y[order]
     n_test = len(y) // 5
     train_x = x[n_test:]
-    return ImageData("digits", train_x, y[n_test:], x[:n_test], y[:n_test], 10,
-                     (train_x.mean().item(),), (train_x.std().item(),), crop_padding=1, flip=False)
+    return ImageData(
+        "digits",
+        train_x,
+        y[n_test:],
+        x[:n_test],
+        y[:n_test],
+        10,
+        (train_x.mean().item(),),
+        (train_x.std().item(),),
+        crop_padding=1,
+        flip=False,
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR's python batches are pickles; allow only what they hold (numpy arrays, lists, dicts, bytes)."""
 
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -116,10 +132,24 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]
 
 
 CIFAR = {  # name: (folder, train files, test files, label key, classes, mean, std)
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10,
-                (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100,
-                 (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        ["test_batch"],
+        "labels",
+        10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+    ),
+    "cifar100": (
+        "cifar-100-python",
+        ["train"],
+        ["test"],
+        "fine_labels",
+        100,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+    ),
 }
 
 
@@ -127,7 +157,7 @@ def load_cifar(name: str, data_dir: Path, download: bool = False) -> ImageData:
     folder, train_files, test_files, label_key, classes, mean, std = CIFAR[name]
     root = data_dir / folder
     if download and not root.is_dir():
-        from torchvision import datasets  # downloads and checks the archive's md5
+        from torchvision import datasets  # noqa: PLC0415 - ~3 s to import; downloads and checks the archive's md5
 
         try:
             (datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100)(str(data_dir), download=True)
@@ -135,9 +165,11 @@ def load_cifar(name: str, data_dir: Path, download: bool = False) -> ImageData:
             raise DataError(f"downloading {name} into {data_dir} failed: {e}") from e
     missing = [f for f in train_files + test_files if not (root / f).is_file()]
     if missing:
-        raise DataError(f"{name} not found: looked for {root}/{{{','.join(missing)}}}; pass --download where the "
-                        f"network allows, or --data-dir DIR where DIR holds {folder}/ (the python version from "
-                        f"https://www.cs.toronto.edu/~kriz/cifar.html)")
+        raise DataError(
+            f"{name} not found: looked for {root}/{{{','.join(missing)}}}; pass --download where the "
+            f"network allows, or --data-dir DIR where DIR holds {folder}/ (the python version from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html)"
+        )
 
     def read(files):
         parts = [_read_cifar_batch(root / f, label_key) for f in files]
@@ -153,13 +185,13 @@ def load_tinyimagenet(data_dir: Path, image_size: int | None = None) -> ImageDat
     """The standard `tiny-imagenet-200` folder: wnids.txt, train/<wnid>/images/*.JPEG, and val/images with
     val/val_annotations.txt (the labelled validation set serves as the test set). `image_size` resizes (the
     paper used 32)."""
-    from PIL import Image, UnidentifiedImageError
-
     root = data_dir / "tiny-imagenet-200"
     annotations = root / "val" / "val_annotations.txt"
     if not (root / "wnids.txt").is_file() or not annotations.is_file():
-        raise DataError(f"tinyimagenet not found: looked for {root}/wnids.txt and {annotations}; download and unzip "
-                        f"http://cs231n.stanford.edu/tiny-imagenet-200.zip into the folder given by --data-dir")
+        raise DataError(
+            f"tinyimagenet not found: looked for {root}/wnids.txt and {annotations}; download and unzip "
+            f"http://cs231n.stanford.edu/tiny-imagenet-200.zip into the folder given by --data-dir"
+        )
     wnids = (root / "wnids.txt").read_text().split()
     label_of = {wnid: i for i, wnid in enumerate(wnids)}
 
@@ -186,13 +218,23 @@ def load_tinyimagenet(data_dir: Path, image_size: int | None = None) -> ImageDat
             test_labels.append(label_of[fields[1]])
     if not train_paths or not test_paths:
         raise DataError(f"tinyimagenet at {root} has no images ({len(train_paths)} train, {len(test_paths)} val)")
-    return ImageData("tinyimagenet", read(train_paths), torch.tensor(train_labels), read(test_paths),
-                     torch.tensor(test_labels), len(wnids), (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262),
-                     crop_padding=4, flip=True)
+    return ImageData(
+        "tinyimagenet",
+        read(train_paths),
+        torch.tensor(train_labels),
+        read(test_paths),
+        torch.tensor(test_labels),
+        len(wnids),
+        (0.4802, 0.4481, 0.3975),
+        (0.2302, 0.2265, 0.2262),
+        crop_padding=4,
+        flip=True,
+    )
 
 
-def load_dataset(name: str, data_dir: str | Path = "data", download: bool = False,
-                 image_size: int | None = None) -> ImageData:
+def load_dataset(
+    name: str, data_dir: str | Path = "data", download: bool = False, image_size: int | None = None
+) -> ImageData:
     data_dir = Path(data_dir).expanduser().resolve()
     if name == "digits":
         return load_digits_data()

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MODELS = ("small_cnn", "mlp", "preact_resnet18", "wrn", "vit_tiny")
+from trainables.vocabulary import MODELS
 
 
 class Normalize(nn.Module):
@@ -70,8 +70,15 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, channels: int, num_classes: int, stem_width: int, stage_widths: list[int], blocks: list[int],
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        stem_width: int,
+        stage_widths: list[int],
+        blocks: list[int],
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.stem = nn.Conv2d(channels, stem_width, 3, 1, 1, bias=False)
         layers, cin = [], stem_width
@@ -103,20 +110,30 @@ def wrn(channels: int, num_classes: int, depth: int = 28, width: int = 10, dropo
 def vit_tiny(channels: int, num_classes: int, image_size: int) -> nn.Module:
     """DeiT-tiny shape (dim 192, 12 layers, 3 heads) with patch 2 at 32 px, as in the paper; patch 2 also suits
     8 px digits, and larger images keep 16x16 patches' worth of tokens."""
-    from torchvision.models import VisionTransformer  # here, not at the top: torchvision.models costs ~3 s to
-    # import, paid again by every Ray trial process, and only this model needs it
+    # torchvision.models costs ~3 s to import, paid again by every Ray trial process: only this model pays it
+    from torchvision.models import VisionTransformer  # noqa: PLC0415
 
     patch = max(2, image_size // 16)
     if image_size % patch:
         raise ValueError(f"vit_tiny needs an image size divisible by its patch size {patch}, got {image_size}")
-    vit = VisionTransformer(image_size, patch, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768,
-                            num_classes=num_classes)
+    vit = VisionTransformer(
+        image_size, patch, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768, num_classes=num_classes
+    )
     vit.conv_proj = nn.Conv2d(channels, 192, patch, patch)  # torchvision's stem assumes RGB
     return vit
 
 
-def build_model(name: str, *, channels: int, num_classes: int, image_size: int, mean: tuple[float, ...],
-                std: tuple[float, ...], depth: int = 28, width: int = 10) -> nn.Module:
+def build_model(
+    name: str,
+    *,
+    channels: int,
+    num_classes: int,
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    depth: int = 28,
+    width: int = 10,
+) -> nn.Module:
     if name == "small_cnn":
         body = small_cnn(channels, num_classes)
     elif name == "mlp":

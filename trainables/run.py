@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -53,19 +53,39 @@ class Run:
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         # `net` holds the weights (checkpoints, optimiser); `model` runs forward passes: the same module, or its
         # torch.compile wrapper, whose state_dict keys would carry an `_orig_mod.` prefix
-        self.net = build_model(config.model, channels=data.channels, num_classes=data.num_classes,
-                               image_size=data.image_size, mean=data.mean, std=data.std, depth=config.depth,
-                               width=config.width).to(self.device, memory_format=self.memory_format)
+        self.net = build_model(
+            config.model,
+            channels=data.channels,
+            num_classes=data.num_classes,
+            image_size=data.image_size,
+            mean=data.mean,
+            std=data.std,
+            depth=config.depth,
+            width=config.width,
+        ).to(self.device, memory_format=self.memory_format)
         self.model = torch.compile(self.net) if config.compile else self.net
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=config.lr, momentum=config.momentum,
-                                         nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
         self.batches_per_epoch = max(1, len(data.train_y) // config.batch_size)  # drop the ragged last batch
         total = config.epochs * self.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(config.schedule, step / total))
-        self.step = make_step(config.method, rho=config.rho, eta=config.eta, norm=config.norm, eps=config.eps,
-                              attack_steps=config.attack_steps, alpha=config.alpha,
-                              forward_dtype=torch.bfloat16 if config.precision == "bf16" else None)
+            self.optimizer, lambda step: lr_factor(config.schedule, step / total)
+        )
+        self.step = make_step(
+            config.method,
+            rho=config.rho,
+            eta=config.eta,
+            norm=config.norm,
+            eps=config.eps,
+            attack_steps=config.attack_steps,
+            alpha=config.alpha,
+            forward_dtype=torch.bfloat16 if config.precision == "bf16" else None,
+        )
         self.epoch = 0
         self.train_time_s = 0.0
         self.eval_time_s = 0.0
@@ -78,7 +98,7 @@ class Run:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         for i in range(self.batches_per_epoch):
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x = augment(data.train_x[idx], data.crop_padding, data.flip).contiguous(memory_format=self.memory_format)
             y = data.train_y[idx]
             loss, logits = self.step(self.model, x, y, self.optimizer)
@@ -92,10 +112,16 @@ class Run:
         self.train_time_s += time.perf_counter() - start
         self.epoch += 1
         if not math.isfinite(train_loss):
-            raise DivergenceError(f"training loss became {train_loss} in epoch {self.epoch} (lr={cfg.lr:g}); "
-                                  f"lower the learning rate")
-        return {"epoch": self.epoch, "train_loss": train_loss, "train_acc": correct.item() / seen,
-                "lr": self.scheduler.get_last_lr()[0], "train_time_s": self.train_time_s}
+            raise DivergenceError(
+                f"training loss became {train_loss} in epoch {self.epoch} (lr={cfg.lr:g}); lower the learning rate"
+            )
+        return {
+            "epoch": self.epoch,
+            "train_loss": train_loss,
+            "train_acc": correct.item() / seen,
+            "lr": self.scheduler.get_last_lr()[0],
+            "train_time_s": self.train_time_s,
+        }
 
     def evaluate(self, attacks=None) -> dict[str, float]:
         cfg = self.config
@@ -108,18 +134,27 @@ class Run:
     # ---- checkpoints: tensors, numbers and strings only, so torch.load(weights_only=True) can read them ----
 
     def state_dict(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "config": self.config.model_dump(mode="json"), "epoch": self.epoch,
-                "train_time_s": self.train_time_s, "eval_time_s": self.eval_time_s, "model": self.net.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "train_time_s": self.train_time_s,
+            "eval_time_s": self.eval_time_s,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         saved = state["config"]
         for field in ("dataset", "model", "depth", "width", "method"):
             if saved.get(field) != getattr(self.config, field):
-                raise CheckpointError(f"{source}: saved for {field}={saved.get(field)!r}, this run has "
-                                      f"{field}={getattr(self.config, field)!r}")
+                raise CheckpointError(
+                    f"{source}: saved for {field}={saved.get(field)!r}, this run has "
+                    f"{field}={getattr(self.config, field)!r}"
+                )
         try:
             self.net.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -158,9 +193,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def fit(config: TrainConfig, on_epoch: Callable[[dict, Run], None] | None = None,
-        on_batch: Callable[[Run, int], None] | None = None, resume_from: str | Path | None = None,
-        data: ImageData | None = None) -> dict[str, float]:
+def fit(
+    config: TrainConfig,
+    on_epoch: Callable[[dict, Run], None] | None = None,
+    on_batch: Callable[[Run, int], None] | None = None,
+    resume_from: str | Path | None = None,
+    data: ImageData | None = None,
+) -> dict[str, float]:
     """Train to `config.epochs`, calling `on_epoch(metrics, run)` after each epoch; the last epoch's metrics
     (with every attack of `config.eval_attacks`) are returned. `resume_from` continues from a checkpoint."""
     run = Run(config, data)

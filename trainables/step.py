@@ -1,26 +1,19 @@
 """A training step = an input perturbation (none | FGSM | PGD) composed with a weight perturbation
-(none | SAM | ASAM): the paper's duality, with each side a small class.
-
-    method   input perturbation      weight perturbation
-    sgd      none                    none
-    sam      none                    SAM(ρ)
-    asam     none                    ASAM(ρ, η)
-    at       PGD(ε, k steps)         none
-    fast_at  FGSM(ε, random start)   none
-    sam_at   PGD(ε, k steps)         SAM(ρ)
-"""
+(none | SAM | ASAM): the paper's duality, with each side a small class. Which method composes which is the
+table in `trainables.vocabulary`; `make_step` builds it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-METHODS = ("sgd", "sam", "asam", "at", "fast_at", "sam_at")
+from trainables.vocabulary import INPUT_PERTURBATION, METHODS, WEIGHT_PERTURBATION
+
 LossFn = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (loss, logits) at the current weights
 
 
@@ -55,6 +48,7 @@ def bn_running_stats_frozen(model: nn.Module):
 
 
 # ---- input perturbations -------------------------------------------------------------------------------------
+
 
 class NoInputPerturbation:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -112,11 +106,13 @@ class FGSM(PGD):
     """FastAT's FGSM (Wong et al. 2020): one step of α = 1.25ε from a uniform random start in the ε-ball."""
 
     def __init__(self, norm: str, eps: float, alpha: float | None = None, forward_dtype: torch.dtype | None = None):
-        super().__init__(norm, eps, 1.25 * eps if alpha is None else alpha, steps=1, random_start=True,
-                         forward_dtype=forward_dtype)
+        super().__init__(
+            norm, eps, 1.25 * eps if alpha is None else alpha, steps=1, random_start=True, forward_dtype=forward_dtype
+        )
 
 
 # ---- weight perturbations ------------------------------------------------------------------------------------
+
 
 class NoWeightPerturbation:
     def step(self, model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer):
@@ -174,6 +170,7 @@ class ASAM(SAM):
 
 # ---- the composition -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class TrainStep:
     input_perturbation: NoInputPerturbation | PGD
@@ -192,13 +189,23 @@ class TrainStep:
         return self.weight_perturbation.step(model, loss_fn, optimizer)
 
 
-def make_step(method: str, *, rho: float = 0.05, eta: float = 0.01, norm: str = "linf", eps: float = 8 / 255,
-              attack_steps: int = 10, alpha: float | None = None, forward_dtype: torch.dtype | None = None) -> TrainStep:
+def make_step(
+    method: str,
+    *,
+    rho: float = 0.05,
+    eta: float = 0.01,
+    norm: str = "linf",
+    eps: float = 8 / 255,
+    attack_steps: int = 10,
+    alpha: float | None = None,
+    forward_dtype: torch.dtype | None = None,
+) -> TrainStep:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    pgd = PGD(norm, eps, 2.5 * eps / attack_steps if alpha is None else alpha, attack_steps,
-              forward_dtype=forward_dtype)
+    pgd = PGD(
+        norm, eps, 2.5 * eps / attack_steps if alpha is None else alpha, attack_steps, forward_dtype=forward_dtype
+    )
     fgsm = FGSM(norm, eps, alpha, forward_dtype=forward_dtype)
-    inputs = {"at": pgd, "sam_at": pgd, "fast_at": fgsm}.get(method, NoInputPerturbation())
-    weights = {"sam": SAM(rho), "sam_at": SAM(rho), "asam": ASAM(rho, eta)}.get(method, NoWeightPerturbation())
+    inputs = {"none": NoInputPerturbation(), "pgd": pgd, "fgsm": fgsm}[INPUT_PERTURBATION[method]]
+    weights = {"none": NoWeightPerturbation(), "sam": SAM(rho), "asam": ASAM(rho, eta)}[WEIGHT_PERTURBATION[method]]
     return TrainStep(inputs, weights, forward_dtype)

@@ -1,0 +1,144 @@
+"""One typed row per trial, read the same way from Ray's result grid (as a sweep ends) and from MLflow (any
+time): status, searched parameters, objective values keyed by name, Pareto rank. Ranking, front order and
+export rows are defined on it once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from analysis.pareto import hypervolume, pareto_ranks
+
+Status = Literal["complete", "running", "unfinished", "error"]
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    status: Status  # complete | running (MLflow, still training) | unfinished (Ray, interrupted) | error
+    params: dict[str, Any]  # model, method and the searched values (method ones without their `method.` prefix)
+    objectives: dict[str, float | None]  # objective metric -> last value, in the sweep's objective order
+    metrics: dict[str, Any] = field(default_factory=dict)  # every last reported metric
+    error: str | None = None
+    run_id: str | None = None  # the trial's MLflow run
+    path: str | None = None  # the trial's Ray folder
+    rank: int | None = None  # 1 = on the Pareto front; None = not ranked (failed, unfinished, incomplete)
+
+    @property
+    def method(self) -> str | None:
+        return self.params.get("method")
+
+    @property
+    def model(self) -> str | None:
+        return self.params.get("model")
+
+    @property
+    def rankable(self) -> bool:
+        return self.status == "complete" and all(v is not None and math.isfinite(v) for v in self.objectives.values())
+
+    def export(self, param_names: list[str]) -> dict[str, Any]:
+        """A flat record for tables and files: ids, status, method, model, params, objectives, rank, front flag."""
+        return {
+            "trial_id": self.trial_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "method": self.method,
+            "model": self.model,
+            **{name: self.params.get(name) for name in param_names},
+            **self.objectives,
+            "pareto_rank": self.rank,
+            "pareto_front": self.rank == 1,
+        }
+
+
+def rank_rows(rows: list[TrialRow], directions: dict[str, str]) -> list[TrialRow]:
+    """Set `rank` on every row: non-dominated sorting of the rankable rows; the others get None and never shape
+    the front. `directions` maps each objective to "max" or "min"."""
+    usable = [r for r in rows if r.rankable]
+    for row in rows:
+        row.rank = None
+    for row, rank in zip(
+        usable, pareto_ranks([objective_values(r, directions) for r in usable], list(directions.values()))
+    ):
+        row.rank = rank
+    return rows
+
+
+def objective_values(row: TrialRow, directions: dict[str, str]) -> list[float | None]:
+    """The row's objective values in the order of `directions` (for the numeric code in analysis.pareto)."""
+    return [row.objectives.get(metric) for metric in directions]
+
+
+def front(rows: list[TrialRow], directions: dict[str, str]) -> list[TrialRow]:
+    """The ranked rows on the front (rank 1), best first by the first objective."""
+    first, direction = next(iter(directions.items()))
+    return sorted((r for r in rows if r.rank == 1), key=lambda r: r.objectives[first], reverse=direction == "max")
+
+
+def export_rows(rows: list[TrialRow], all_rows: list[TrialRow] | None = None) -> list[dict[str, Any]]:
+    """Export records of `rows`, with a column for every parameter any of `all_rows` (default: `rows`) has."""
+    param_names = sorted({k for r in (all_rows or rows) for k in r.params} - {"method", "model"})
+    return [r.export(param_names) for r in rows]
+
+
+def format_params(params: dict) -> str:
+    """The searched values other than model and method, compactly: `lr=0.0523 rho=0.1`."""
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in params.items()
+        if k not in ("model", "method")
+    )
+
+
+@dataclass
+class SweepRecord:
+    """A sweep as read back from MLflow: its objectives (metric -> direction) and one row per trial."""
+
+    name: str
+    experiment_id: str
+    parent_run_id: str
+    status: str
+    directions: dict[str, str]
+    reference: list[float | None]
+    rows: list[TrialRow] = field(default_factory=list)
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.directions)
+
+    @property
+    def front(self) -> list[TrialRow]:
+        return front(self.rows, self.directions)
+
+    @property
+    def finished(self) -> list[TrialRow]:
+        return [r for r in self.rows if r.rank is not None]
+
+    def hypervolume(self) -> float:
+        return sweep_hypervolume(self.finished, self.directions, self.reference)
+
+    def table(self, front_only: bool = False) -> list[dict]:
+        return export_rows(self.front if front_only else self.rows, self.rows)
+
+
+def sweep_hypervolume(rows: list[TrialRow], directions: dict[str, str], reference: list[float | None]) -> float:
+    return hypervolume(
+        [objective_values(r, directions) for r in rows],
+        list(directions.values()),
+        resolve_reference(reference, directions, rows),
+    )
+
+
+def resolve_reference(stated: list[float | None], directions: dict[str, str], rows: Iterable[TrialRow]) -> list[float]:
+    """The stated reference value of each objective; where none is stated, the worst value among `rows`."""
+    rows = list(rows)
+    worst = [(min if d == "max" else max)((r.objectives[m] for r in rows), default=0.0) for m, d in directions.items()]
+    return [ref if ref is not None else worst[i] for i, ref in enumerate(stated)]
+
+
+def common_reference(a: SweepRecord, b: SweepRecord) -> list[float]:
+    """One reference point for two sweeps: a value both state, else the worst value either reached."""
+    stated = [x if x == y else None for x, y in zip(a.reference, b.reference)]
+    return resolve_reference(stated, a.directions, a.finished + b.finished)

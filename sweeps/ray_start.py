@@ -1,0 +1,35 @@
+"""Ray start-up for a sweep: join a cluster, or start a single-machine Ray that listens on loopback only."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+from ray._private import ray_constants
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray bound to loopback. Returns whether
+    this call connected (and so should `ray.shutdown()`: that stops a local Ray, and only disconnects from a
+    cluster)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        return True
+    # Ray's switch for a single-machine Ray (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default on Windows and
+    # macOS) keeps 127.0.0.1 as the node address, so GCS, raylet and workers listen there, not on every
+    # interface; without it Ray swaps 127.0.0.1 for this machine's network address. Ray reads the variable into
+    # a constant when imported, so set both (no public API sets it later); child processes inherit the
+    # variable. To listen wider, start a cluster yourself (`ray start --head`) and pass --address.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
+    return True

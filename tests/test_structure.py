@@ -1,0 +1,99 @@
+"""The structure as checked contracts: layers and no cycles (import-linter), lint and format (ruff), every
+`--help`, torch-free commands, and one vocabulary shared by the training core and the sweep layer."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweeps.space import SearchSpace, method_key, searched_params, train_config
+from sweeps.spec import available_specs, load_spec
+from tests.conftest import SAMAT
+from trainables.vocabulary import METHOD_PARAMS, METHODS, reported_metrics
+
+ROOT = Path(__file__).parent.parent
+BIN = Path(sys.executable).parent
+
+
+def run(*argv, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_import_contracts_hold():
+    result = run(str(BIN / "lint-imports"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "0 broken" in result.stdout
+
+
+def test_ruff_lint_and_format_are_clean():
+    lint = run(str(BIN / "ruff"), "check", ".")
+    assert lint.returncode == 0, lint.stdout[-3000:]
+    fmt = run(str(BIN / "ruff"), "format", "--check", ".")
+    assert fmt.returncode == 0, fmt.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["train"],
+        ["sweep"],
+        ["frontier"],
+        *(["frontier", a] for a in ("list", "show", "export", "plot", "compare", "ui")),
+    ],
+)
+def test_every_help_exits_0(command):
+    result = run(SAMAT, *command, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: samat") and not result.stderr
+
+
+def test_frontier_list_and_help_import_no_torch(tiny_sweep):
+    probe = (
+        "import sys\n"
+        "from sweeps.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "heavy = sorted(m for m in ('torch', 'torchattacks', 'torchvision', 'ray') if m in sys.modules)\n"
+        "print('heavy:', heavy)\n"
+        "sys.exit(code)\n"
+    )
+    listed = run(sys.executable, "-c", probe, "frontier", "list", "--tracking-uri", tiny_sweep.tracking_uri)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "tiny" in listed.stdout and "heavy: []" in listed.stdout
+    helped = run(sys.executable, "-c", probe.replace("main(sys.argv[1:])", "0"))
+    assert "heavy: []" in helped.stdout
+
+
+@pytest.mark.parametrize("name", available_specs())
+def test_every_metric_a_spec_may_name_is_reported_by_its_trials(name):
+    """The spec's objective vocabulary and the training core's reported metrics are one list: any objective a
+    spec accepts (timings included) is a metric its trials report, also as NaN when a trial diverges."""
+    spec = load_spec(name)
+    study = optuna.create_study(directions=["maximize"] * len(spec.directions))
+    for _ in range(8):
+        config = SearchSpace(spec)(trial := study.ask())
+        config |= trial.params
+        cfg = train_config(config)
+        assert set(spec.metrics_reported) <= set(cfg.metric_names)
+        assert set(cfg.metric_names) == set(reported_metrics(cfg.epoch_attacks + cfg.eval_attacks))
+
+
+def test_method_parameters_encode_and_decode_once():
+    spec = load_spec("quick")
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    seen = set()
+    for _ in range(30):
+        config = SearchSpace(spec)(trial := study.ask())
+        config |= trial.params
+        method = config["method"]
+        cfg, params = train_config(config), searched_params(config, spec)
+        seen.add(method)
+        for field in spec.methods[method]:
+            assert field in METHOD_PARAMS[method]
+            assert getattr(cfg, field) == config[method_key(method, field)]
+            if field in params:
+                assert params[field] == config[method_key(method, field)]
+        assert not any(k.partition(".")[0] in METHODS and k.partition(".")[0] != method for k in trial.params)
+    assert seen == set(spec.methods)

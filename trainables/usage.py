@@ -1,0 +1,52 @@
+"""Command-line plumbing shared by every `samat` subcommand: usage errors as one line with exit status 2.
+
+Imports no torch (nor Ray, MLflow): `samat --help` and `samat frontier` stay quick."""
+
+from __future__ import annotations
+
+import argparse
+
+from pydantic import ValidationError
+
+USAGE_ERROR = 2
+INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2, nothing written."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (and exit 2) instead of usage text plus a line."""
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def show(value) -> str:
+    """A value as the user typed it: plain words bare, anything else (empty, spaced, lists) as Python writes it."""
+    return value if isinstance(value, str) and value and not any(c.isspace() for c in value) else repr(value)
+
+
+def describe_validation_error(error: ValidationError, name_of=flag) -> str:
+    """The first problem of a pydantic error as `FIELD=VALUE: what is allowed`."""
+    first = error.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a check across fields names its field at the start of its message
+        return message
+    where = name_of(".".join(str(part) for part in first["loc"]))
+    return f"{where}={show(first['input'])}: {message}" if "input" in first else f"{where}: {message}"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value

@@ -1,0 +1,120 @@
+"""samat's words, defined once: methods, models, data sets, metric names and attack names.
+
+Pure Python (no torch), so every layer and every command can speak them without paying for torch's import.
+
+A method is an input perturbation composed with a weight perturbation (the paper's duality):
+
+    method   input perturbation      weight perturbation    fields a sweep may search
+    sgd      none                    none
+    sam      none                    SAM(ρ)                 rho
+    asam     none                    ASAM(ρ, η)             rho, eta
+    at       PGD(ε, k steps)         none                   norm, eps, attack_steps, alpha
+    fast_at  FGSM(ε, random start)   none                   norm, eps, alpha
+    sam_at   PGD(ε, k steps)         SAM(ρ)                 rho, norm, eps, attack_steps, alpha
+
+An attack is named the way its metric is keyed, so a name round-trips: `pgd_linf_2of255` is PGD-10 ℓ∞ with
+ε = 2/255 (α = ε/4, random start) and reports `robust_acc/pgd_linf_2of255`. Grammar: `KIND[STEPS]_NORM_EPS`
+with KIND in fgsm, pgd, autoattack, fab, square; STEPS only for pgd (default 10); NORM linf | l2; EPS `8of255`
+or a plain number such as `0.1`. CW (c = 1, unbounded ℓ2) is `cw[STEPS]`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+Method = Literal["sgd", "sam", "asam", "at", "fast_at", "sam_at"]
+Model = Literal["small_cnn", "mlp", "preact_resnet18", "wrn", "vit_tiny"]
+Dataset = Literal["digits", "cifar10", "cifar100", "tinyimagenet"]
+METHODS: tuple[str, ...] = get_args(Method)
+MODELS: tuple[str, ...] = get_args(Model)
+DATASETS: tuple[str, ...] = get_args(Dataset)
+
+INPUT_PERTURBATION = {"sgd": "none", "sam": "none", "asam": "none", "at": "pgd", "fast_at": "fgsm", "sam_at": "pgd"}
+WEIGHT_PERTURBATION = {"sgd": "none", "sam": "sam", "asam": "asam", "at": "none", "fast_at": "none", "sam_at": "sam"}
+_INPUT_FIELDS = {"none": (), "pgd": ("norm", "eps", "attack_steps", "alpha"), "fgsm": ("norm", "eps", "alpha")}
+_WEIGHT_FIELDS = {"none": (), "sam": ("rho",), "asam": ("rho", "eta")}
+# the training fields each method's search space may set: its weight perturbation's, then its input perturbation's
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    m: _WEIGHT_FIELDS[WEIGHT_PERTURBATION[m]] + _INPUT_FIELDS[INPUT_PERTURBATION[m]] for m in METHODS
+}
+
+# ---- metric names: what a training run reports (Ray results, MLflow metrics, exports all use these keys) ----
+CLEAN_ACC = "clean_acc"
+TEST_LOSS = "test_loss"
+TRAIN_LOSS = "train_loss"
+TRAIN_ACC = "train_acc"
+TRAIN_TIME_S = "train_time_s"
+EVAL_TIME_S = "eval_time_s"
+EPOCH = "epoch"  # the epoch just finished (Ray's time attribute for samat trials)
+EPOCHS = "epochs"  # epochs done so far, reported with every result
+BASE_METRICS = (CLEAN_ACC, TEST_LOSS, TRAIN_LOSS, TRAIN_ACC, TRAIN_TIME_S, EVAL_TIME_S)
+ROBUST_PREFIX = "robust_acc/"
+
+
+def robust_metric(attack_name: str) -> str:
+    return f"{ROBUST_PREFIX}{attack_name}"
+
+
+def reported_metrics(attack_names) -> list[str]:
+    """Every metric a run evaluating these attacks reports: the base ones, then robust accuracy per attack."""
+    return [*BASE_METRICS, *(robust_metric(a) for a in attack_names)]
+
+
+# ---- attack names ----------------------------------------------------------------------------------------------
+ATTACK_KINDS = ("fgsm", "pgd", "autoattack", "fab", "square", "cw")
+DEFAULT_STEPS = {"pgd": 10, "cw": 10}
+_NAME = re.compile(
+    r"^(?P<kind>[a-z]+?)(?P<steps>\d+)?(?:_(?P<norm>linf|l2)_(?P<eps>\d+(?:\.\d+)?(?:e-?\d+)?)"
+    r"(?P<of255>of255)?)?$"
+)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    kind: str
+    norm: str = "l2"
+    eps: float = 0.0
+    steps: int = 0
+    per_255: bool = True  # name ε in 255ths (8of255) or as a plain number (0.1), as the user wrote it
+
+    @property
+    def name(self) -> str:
+        if self.kind == "cw":
+            return "cw" if self.steps == DEFAULT_STEPS["cw"] else f"cw{self.steps}"
+        steps = "" if self.steps == DEFAULT_STEPS.get(self.kind, self.steps) else str(self.steps)
+        eps = f"{round(self.eps * 255, 6):g}of255" if self.per_255 else f"{self.eps:g}"
+        return f"{self.kind}{steps}_{self.norm}_{eps}"
+
+    @property
+    def metric(self) -> str:
+        return robust_metric(self.name)
+
+
+def parse_attack(name: str) -> AttackSpec:
+    """`pgd_linf_2of255` -> AttackSpec('pgd', 'linf', 2/255, 10); raises ValueError saying what is allowed."""
+    m = _NAME.match(name.strip().lower())
+    kind = m and m["kind"]
+    if (
+        not m
+        or kind not in ATTACK_KINDS
+        or (kind == "cw") != (m["eps"] is None)
+        or (m["steps"] and kind not in DEFAULT_STEPS)
+    ):
+        raise ValueError(
+            f"unknown attack {name!r}: expected KIND[STEPS]_NORM_EPS such as pgd_linf_8of255, "
+            f"pgd20_l2_0.5, fgsm_linf_8of255, autoattack_linf_8of255, fab_l2_0.5, square_linf_8of255, "
+            f"or cw / cw50 (KIND in {', '.join(ATTACK_KINDS)})"
+        )
+    steps = int(m["steps"]) if m["steps"] else DEFAULT_STEPS.get(kind, 0)
+    if kind == "cw":
+        return AttackSpec("cw", "l2", 0.0, steps)
+    eps = float(m["eps"]) / (255 if m["of255"] else 1)
+    if not 0 < eps <= 1:
+        raise ValueError(f"attack {name!r}: ε must be in (0, 1] in pixel units, got {eps:g}")
+    if kind == "fgsm" and m["norm"] != "linf":
+        raise ValueError(f"attack {name!r}: FGSM is an ℓ∞ attack; use fgsm_linf_...")
+    if kind in DEFAULT_STEPS and steps < 1:
+        raise ValueError(f"attack {name!r}: steps must be >= 1")
+    return AttackSpec(kind, m["norm"], eps, steps, per_255=bool(m["of255"]))
