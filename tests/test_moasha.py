@@ -1,0 +1,336 @@
+"""MO-ASHA (sweeps/moasha.py): its order and rung rule as properties on seeded random cases, the scheduler against
+Ray's own ASHA on one objective, and its rungs through a real Tune interruption and `Tuner.restore`."""
+
+import copy
+import itertools
+import math
+import os
+import pickle
+import signal
+
+import numpy as np
+import pytest
+import ray
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+from analysis.pareto import pareto_ranks
+from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint, continues_at_rung, pareto_order
+
+CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+
+
+def dominates(a, b, directions) -> bool:
+    sign = np.array([1 if d == "max" else -1 for d in directions])
+    a, b = np.asarray(a) * sign, np.asarray(b) * sign
+    return bool((a >= b).all() and (a > b).any())
+
+
+def random_rung(rng, n_max=25):
+    """A rung's recorded results and a new one: 1-3 objectives with mixed directions, coarse (many ties and exact
+    duplicates) or continuous values."""
+    m = int(rng.integers(1, 4))
+    directions = [["max", "min"][i] for i in rng.integers(0, 2, m)]
+    n = int(rng.integers(0, n_max))
+    points = rng.integers(0, 4, (n + 1, m)) / 4 if rng.random() < 0.5 else rng.normal(size=(n + 1, m))
+    return points[:-1], points[-1], directions, float(rng.choice([1.5, 2, 2.5, 3, 4]))
+
+
+def fake_trial(trial_id: str) -> Trial:
+    return Trial("__fake", trial_id=trial_id, stub=True)
+
+
+# --- the order ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_order_is_a_total_order_of_the_set_alone(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        recorded, new, directions, _ = random_rung(rng, n_max=30)
+        points = np.vstack([recorded, new, recorded[:3]])  # some exact duplicates
+        places = np.array(pareto_order(points.tolist(), directions))
+        for i, j in itertools.combinations(range(len(points)), 2):  # equal points, and only they, share a place
+            assert (places[i] == places[j]) == bool((points[i] == points[j]).all())
+        # a place counts the points before it, and fronts come in order
+        assert all(p == (places < p).sum() for p in places)
+        ranks = np.array(pareto_ranks(points.tolist(), directions))
+        assert all(
+            places[i] < places[j] for i, j in itertools.permutations(range(len(points)), 2) if ranks[i] < ranks[j]
+        )
+        shuffle = rng.permutation(len(points))  # the input order does not matter
+        assert pareto_order(points[shuffle].tolist(), directions) == places[shuffle].tolist()
+
+
+@pytest.mark.parametrize("directions", [["max", "max"], ["min", "max"]])
+def test_inside_a_front_crowding_distance_then_values_decide(directions):
+    sign = np.array([1 if d == "max" else -1 for d in directions])
+    # one front; crowding: the ends infinite, (5, 5) 1.6, (1, 9) and (9, 1) 1.0 each; then a dominated point
+    front = [(10, 0), (0, 10), (5, 5), (9, 1), (1, 9), (4, 4)]
+    points = np.array(front, dtype=float) * sign
+    shuffle = np.random.default_rng(0).permutation(len(points))
+    places = pareto_order(points[shuffle].tolist(), directions)
+    assert [front[i] for i in shuffle[np.argsort(places)]] == front  # ties: lexicographically larger first
+
+
+# --- the rung rule -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decision_depends_only_on_the_set_of_results(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(150):
+        recorded, new, directions, eta = random_rung(rng)
+        recorded = np.vstack([recorded, recorded[: len(recorded) // 3]])  # duplicates
+        decision = continues_at_rung(recorded, new, directions, eta)
+        for _ in range(3):
+            assert continues_at_rung(rng.permutation(recorded), new, directions, eta) == decision
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_result_dominating_every_other_continues(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(150):
+        recorded, _, directions, eta = random_rung(rng)
+        sign = np.array([1 if d == "max" else -1 for d in directions])
+        best = (recorded * sign).max(0, initial=0.0)
+        best[rng.integers(len(directions))] += rng.uniform(0.01, 1)  # strictly better somewhere than every other
+        new = best * sign
+        assert all(dominates(new, r, directions) for r in recorded)
+        assert continues_at_rung(recorded, new, directions, eta)
+
+
+@pytest.mark.parametrize("eta", [2, 2.5, 3, 4])
+def test_a_result_dominated_by_a_1_minus_1_over_eta_share_stops(eta):
+    """The share counts every result at the rung, the new one included (see the next test)."""
+    rng = np.random.default_rng(int(eta * 10))
+    for _ in range(300):
+        _, new, directions, _ = random_rung(rng)
+        sign = np.array([1 if d == "max" else -1 for d in directions])
+        n = int(rng.integers(1, 25))
+        share = math.ceil(round((1 - 1 / eta) * (n + 1), 9))  # the fewest results that make the share
+        if share > n:
+            continue
+        better = new * sign + rng.integers(0, 3, (share, len(directions))) / 4
+        better[np.arange(share), rng.integers(0, len(directions), share)] += 0.25
+        others = rng.normal(size=(n - share, len(directions)))
+        recorded = rng.permutation(np.vstack([better * sign, others]))
+        assert sum(dominates(r, new, directions) for r in recorded) >= share
+        assert not continues_at_rung(recorded, new, directions, eta)
+
+
+def test_the_share_counts_the_new_result_and_needs_eta_at_least_2_as_in_ray():
+    """The boundary cases where the quantile rule (Ray's, which ours equals on one objective) is laxer than the
+    share rule. Counting the share among the recorded results alone: with η = 2 and values 1, 2, 3, 4 recorded,
+    2.7 is beaten by half of them, yet Ray's cutoff is their median 2.5, so it continues; counting the new result
+    too, 2 of 5 is under 1/2 and no rule is broken. And with η < 2 even the full count fails: recorded 0 and 1
+    with η = 1.5, 0.9 is beaten by 1 of 3 results (the 1 − 1/η = 1/3 share), but the cutoff is 1/3."""
+    assert np.nanpercentile([1, 2, 3, 4], 50) == 2.5 and continues_at_rung([[1], [2], [3], [4]], [2.7], ["max"], 2)
+    assert np.isclose(np.nanpercentile([0, 1], (1 - 1 / 1.5) * 100), 1 / 3)
+    assert continues_at_rung([[0], [1]], [0.9], ["max"], 1.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_objective_is_rays_percentile_rule_to_the_bit(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(400):
+        recorded, new, _, eta = random_rung(rng, n_max=40)
+        mode = ["max", "min"][int(rng.integers(2))]
+        sign = 1.0 if mode == "max" else -1.0
+        values = sign * recorded[:, 0]
+        ray_continues = not (len(values) and sign * new[0] < np.nanpercentile(list(values), (1 - 1 / eta) * 100))
+        assert continues_at_rung(recorded[:, :1], new[:1], [mode], eta) == ray_continues
+
+
+# --- the scheduler -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed,brackets", [(s, 1) for s in range(6)] + [(s, 3) for s in range(6, 8)])
+def test_one_objective_decisions_equal_ray_asha(seed, brackets):
+    """The same random interleaving of trials' results (some epochs skipped, ties in coarse values) through both
+    schedulers' on_trial_add / on_trial_result / on_trial_complete, as Tune calls them."""
+    rng = np.random.default_rng(seed)
+    max_t = int(rng.integers(2, 30))
+    grace, eta = int(rng.integers(1, max(2, max_t // 3))), float(rng.choice([1.5, 2, 3, 4]))
+    mode = ["max", "min"][seed % 2]
+    ray_asha = AsyncHyperBandScheduler(
+        time_attr="epoch",
+        metric="v",
+        mode=mode,
+        max_t=max_t,
+        grace_period=grace,
+        reduction_factor=eta,
+        brackets=brackets,
+    )
+    ours = MOASHAScheduler(
+        ["v"], [mode], time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=eta, brackets=brackets
+    )
+    trials = [fake_trial(f"t{i:03d}") for i in range(int(rng.integers(10, 50)))]
+    for i, trial in enumerate(trials):
+        for scheduler in (ray_asha, ours):
+            np.random.seed(i)  # both draw the trial's bracket from numpy's global generator
+            scheduler.on_trial_add(None, trial)
+    epoch = {t.trial_id: 0 for t in trials}
+    live, decisions, ray_stopped = list(trials), 0, {}
+    while live:
+        trial = live[int(rng.integers(len(live)))]
+        epoch[trial.trial_id] += 1 if rng.random() < 0.8 else 2
+        value = float(rng.integers(0, 6) / 5 if seed % 3 == 0 else rng.normal() + 0.05 * epoch[trial.trial_id])
+        result = {"epoch": epoch[trial.trial_id], "v": value}
+        decision = ray_asha.on_trial_result(None, trial, result)
+        assert ours.on_trial_result(None, trial, dict(result)) == decision, (seed, trial.trial_id, result)
+        decisions += 1
+        if decision == STOP:
+            ray_asha.on_trial_complete(None, trial, result)
+            ours.on_trial_complete(None, trial, dict(result))
+            live.remove(trial)
+            if result["epoch"] < max_t:
+                ray_stopped[trial.trial_id] = result["epoch"]
+    assert ours.stopped_at == ray_stopped and 0 < len(ray_stopped) < len(trials), ray_stopped
+    assert [[r.milestone for r in rungs] for rungs in ours.brackets] == [
+        [m for m, _ in reversed(b._rungs)] for b in ray_asha._brackets
+    ]
+
+
+def test_a_dominating_trial_continues_whatever_the_arrival_order():
+    results = {
+        "a": (0.50, 0.9),
+        "b": (0.60, 0.7),
+        "c": (0.40, 0.5),
+        "d": (0.62, 1.1),
+        "e": (0.55, 0.6),
+        "best": (0.70, 0.4),
+    }  # (accuracy to maximise, loss to minimise)
+    trials, decisions_of_last = {t: fake_trial(t) for t in results}, {}
+    for arrival in itertools.permutations(results):
+        scheduler = MOASHAScheduler(["acc", "loss"], ["max", "min"], max_t=8, grace_period=1, reduction_factor=2)
+        for trial_id in arrival:
+            trial = trials[trial_id]
+            scheduler.on_trial_add(None, trial)
+            acc, loss = results[trial_id]
+            decision = scheduler.on_trial_result(None, trial, {"epoch": 1, "acc": acc, "loss": loss})
+            assert trial_id != "best" or decision == CONTINUE, arrival
+        decisions_of_last.setdefault(arrival[-1], set()).add(decision)
+        assert len(scheduler.brackets[0][0].recorded) == len(results)
+    # arriving last, each meets the same set whatever the order before it: one decision each. The order of the
+    # six: best; then front 2, its ends d and c (infinite crowding; d lexicographically larger), e, b; then a.
+    # With 5 recorded and η = 2 the cutoff is the 3rd from the worst, so the first three continue.
+    assert decisions_of_last == {
+        "best": {CONTINUE},
+        "d": {CONTINUE},
+        "c": {CONTINUE},
+        "e": {STOP},
+        "b": {STOP},
+        "a": {STOP},
+    }
+
+
+def test_results_without_finite_objectives_are_not_recorded_and_do_not_crash():
+    scheduler = MOASHAScheduler(["acc", "loss"], ["max", "min"], max_t=8, grace_period=2, reduction_factor=2)
+    trial = fake_trial("t")
+    scheduler.on_trial_add(None, trial)
+    for result in [
+        {"epoch": 2, "acc": float("nan"), "loss": 1.0},
+        {"epoch": 2, "acc": 0.5, "loss": float("inf")},
+        {"epoch": 2, "acc": None, "loss": 1.0},
+        {"epoch": 2, "acc": "n/a", "loss": 1.0},
+        {"epoch": 2, "acc": 0.5},
+        {"acc": 0.5, "loss": 1.0},
+        {"epoch": 3, "acc": [0.5], "loss": 1.0},
+    ]:
+        assert scheduler.on_trial_result(None, trial, result) == CONTINUE
+        scheduler.on_trial_complete(None, trial, result)
+    assert not any(r.recorded for r in scheduler.brackets[0])
+    assert scheduler.on_trial_result(None, trial, {"epoch": 3, "acc": 0.5, "loss": 1.0}) == CONTINUE
+    assert scheduler.brackets[0][0].recorded == {"t": (0.5, 1.0)}  # the first finite result is judged and kept
+    assert scheduler.on_trial_result(None, trial, {"epoch": 8, "acc": float("nan"), "loss": 1.0}) == STOP  # max_t
+
+
+def test_metric_and_mode_may_come_from_tune():
+    scheduler = MOASHAScheduler(max_t=4)
+    with pytest.raises(ValueError, match="one mode"):
+        scheduler.on_trial_add(None, fake_trial("t"))
+    assert scheduler.set_search_properties(["acc", "loss"], ["max", "min"])
+    assert not scheduler.set_search_properties("acc", "max")  # already set: Tune then refuses the conflict
+    scheduler.on_trial_add(None, fake_trial("t"))
+    assert scheduler.metric is None  # Tune's strict check reads one name; the objectives are checked here
+
+
+def test_state_round_trip_keeps_rungs_decisions_and_the_callbacks_handle():
+    scheduler = MOASHAScheduler(["acc", "loss"], ["max", "min"], max_t=8, grace_period=1, reduction_factor=2)
+    for i, (acc, loss) in enumerate([(0.9, 0.1), (0.1, 0.9)]):
+        scheduler.on_trial_add(None, fake_trial(f"t{i}"))
+        scheduler.on_trial_result(None, fake_trial(f"t{i}"), {"epoch": 1, "acc": acc, "loss": loss})
+    saved = pickle.loads(pickle.dumps(SchedulerCheckpoint(scheduler).get_state()))  # as Tune saves callbacks
+    # tuner.pkl pickles the scheduler and the callback together: the callback keeps hold of that scheduler
+    fresh = MOASHAScheduler(["acc", "loss"], ["max", "min"], max_t=8, grace_period=1, reduction_factor=2)
+    config = pickle.loads(pickle.dumps({"scheduler": fresh, "callbacks": [SchedulerCheckpoint(fresh)]}))
+    config["callbacks"][0].set_state(saved)
+    restored = config["scheduler"]
+    assert restored.brackets == scheduler.brackets and restored.stopped_at == scheduler.stopped_at == {"t1": 1}
+    assert restored.on_trial_result(None, fake_trial("t1"), {"epoch": 2, "acc": 0.2, "loss": 0.8}) == STOP
+
+
+# --- resume through Tune -----------------------------------------------------------------------------------------
+
+
+def two_objectives(config):
+    for epoch in range(1, 4):
+        tune.report({"epoch": epoch, "acc": config["q"] + 0.01 * epoch, "loss": 1 - config["q"]})
+
+
+class InterruptAfter(tune.Callback):
+    """Interrupts the run as Ctrl-C would (Tune ends it on SIGUSR1 too, and saves the experiment) once `count`
+    trials finished; only once, although Tune brings the callback back on restore."""
+
+    def __init__(self, count: int, marker):
+        self.count, self.marker, self.finished = count, marker, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.finished += 1
+        if self.finished == self.count and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+@pytest.fixture
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_rungs_survive_an_interruption_and_tuner_restore(local_ray, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")
+    strong, weak = [0.8, 0.9], [0.1]  # the strong ones (in this order) continue, the weak one loses to them
+    scheduler = MOASHAScheduler(["acc", "loss"], ["max", "min"], max_t=3, grace_period=1, reduction_factor=2)
+    tuner = tune.Tuner(
+        two_objectives,
+        param_space={"q": tune.grid_search(strong + weak)},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name="moasha",
+            storage_path=str(tmp_path),
+            verbose=0,
+            callbacks=[SchedulerCheckpoint(scheduler), InterruptAfter(len(strong), tmp_path / "interrupted")],
+        ),
+    )
+    first = {r.config["q"]: r.metrics for r in tuner.fit()}
+    assert [first[q].get("epoch") for q in strong] == [3, 3] and not any(first.get(q) for q in weak)
+    before = copy.deepcopy(scheduler.brackets)
+    assert [len(r.recorded) for r in before[0]] == [2, 2]
+
+    restored = tune.Tuner.restore(str(tmp_path / "moasha"), two_objectives, resume_unfinished=True, resume_errored=True)
+    restored_scheduler = restored._local_tuner._tune_config.scheduler  # Tune's own (private) handle on it
+    assert not any(r.recorded for r in restored_scheduler.brackets[0])  # tuner.pkl alone: the rungs are gone
+    second = {r.config["q"]: r.metrics for r in restored.fit()}
+    after = restored_scheduler.brackets[0]
+    assert all(after[i].recorded.items() >= before[0][i].recorded.items() for i in range(2))
+    # judged against the strong trials recorded before the interruption, the weak one stops at once (with empty
+    # rungs it would have continued: the first result at a rung always does)
+    assert [second[q]["epoch"] for q in strong + weak] == [3, 3, 1]
+    assert list(restored_scheduler.stopped_at.values()) == [1]
