@@ -30,7 +30,9 @@ from analysis.ui import DEFAULT_PORT, runs_page, start_ui, stop_ui, ui_base
 from trainables.usage import INTERRUPTED, UsageError, positive_int, show
 
 
-def add_frontier_parser(subparsers) -> None:
+def add_frontier_parser(subparsers):
+    """The `frontier` command; returns its `action(name, help)` maker, so the sweep layer can add the actions that
+    need Ray (certify, reseed) without this layer importing it."""
     parser = subparsers.add_parser(
         "frontier",
         help="list, show, export, plot and compare the Pareto fronts recorded in MLflow",
@@ -75,6 +77,7 @@ def add_frontier_parser(subparsers) -> None:
     )
     ui.add_argument("sweep", nargs="?", metavar="SWEEP", help="the sweep whose front to link [default: the latest]")
     ui.add_argument("--port", type=positive_int, default=DEFAULT_PORT, help=f"[default: {DEFAULT_PORT}]")
+    return action
 
 
 def open_store(args):
@@ -179,39 +182,78 @@ def serve_ui(store, sweep: str | None, port: int, console: Console) -> int:
 
 def list_sweeps(store, console) -> None:
     table = Table(title=f"sweeps at {store.tracking_uri}")
-    for column in ("sweep", "status", "trials", "finished", "failed", "hypervolume"):
+    for column in ("sweep", "status", "trials", "finished", "stopped", "failed", "hypervolume"):
         table.add_column(column, justify="left" if column in ("sweep", "status") else "right")
     for s in store.list_sweeps():
         hv = "-" if s["hypervolume"] is None else f"{s['hypervolume']:.4f}"
-        table.add_row(s["name"], s["status"], str(s["trials"]), str(s["finished"]), str(s["failed"]), hv)
+        counts = (s["trials"], s["finished"], s["stopped"], s["failed"])
+        table.add_row(s["name"], s["status"], *map(str, counts), hv)
     console.print(table)
 
 
 def front_table(title: str, objectives: list[str], front: list[TrialRow]) -> Table:
-    """The Pareto front as a table: trial, method, model, searched params, objective values."""
+    """The Pareto front as a table: trial, method, model, searched params, objective values (validation), and
+    the same metrics on the test images where the trials report them."""
+    tests = [t for t in dict.fromkeys(k for r in front for k, v in r.test_values.items() if v is not None)]
     table = Table(title=title)
-    for column in ("trial", "method", "model", "params", *objectives):
-        table.add_column(column, justify="right" if column in objectives else "left")
+    for column in ("trial", "method", "model", "params", *objectives, *tests):
+        table.add_column(column, justify="right" if column in (*objectives, *tests) else "left")
     for row in front:
+        test_cells = (f"{row.test_values[t]:.4f}" if row.test_values.get(t) is not None else "-" for t in tests)
         table.add_row(
             row.trial_id,
             row.method,
             row.model,
             format_params(row.params),
             *(f"{row.objectives[m]:.4f}" for m in objectives),
+            *test_cells,
         )
     return table
 
 
 def show_front(record, console) -> None:
-    console.print(
-        front_table(
-            f"Pareto front of {record.name} ({record.status}): {len(record.front)} of "
-            f"{len(record.finished)} finished trials, hypervolume {record.hypervolume():.4f}",
-            record.objectives,
-            record.front,
-        )
+    title = (
+        f"Pareto front of {record.name} ({record.status}): {len(record.front)} of {len(record.finished)} "
+        f"finished trials, hypervolume {record.hypervolume():.4f}"
     )
+    console.print(
+        seeded_front_table(title, record) if record.reseeds else front_table(title, record.objectives, record.front)
+    )
+    if record.stopped:
+        console.print(stopped_line(record.stopped, len(record.rows)), soft_wrap=True)
+
+
+def seeded_front_table(title: str, record: SweepRecord) -> Table:
+    """The front with each objective as mean ± std over the trial and its reseeds, the number of seeds, and the
+    neighbour each point cannot be told from within that noise."""
+    table = Table(
+        title=f"{title}\nmean ± std over seeds; a point is not separable from a neighbour whose "
+        f"mean ± std overlaps its own in every objective"
+    )
+    for column in ("trial", "method", "model", "params", *record.objectives, "seeds", "not separable from"):
+        table.add_column(column, justify="right" if column in (*record.objectives, "seeds") else "left")
+    inseparable = record.inseparable()
+    for row in record.front:
+        stats = record.seed_stats(row)
+        table.add_row(
+            row.trial_id,
+            row.method,
+            row.model,
+            format_params(row.params),
+            *(str(stats[m]) for m in record.objectives),
+            str(min(s.n for s in stats.values())),
+            inseparable.get(row.trial_id, ""),
+        )
+    return table
+
+
+def stopped_line(stopped: list[TrialRow], trials: int) -> str:
+    """The trials the scheduler stopped early, by the epoch they stopped at: not ranked, so never on the front."""
+    by_epoch: dict[int | None, list[str]] = {}
+    for row in sorted(stopped, key=lambda r: (r.stopped_at or 0, r.trial_id)):
+        by_epoch.setdefault(row.stopped_at, []).append(row.trial_id)
+    where = "; ".join(f"at epoch {epoch}: {', '.join(ids)}" for epoch, ids in by_epoch.items())
+    return f"stopped early by MO-ASHA (not ranked): {len(stopped)} of {trials} trials; {where}"
 
 
 def compare(a: SweepRecord, b: SweepRecord, console: Console) -> None:

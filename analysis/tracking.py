@@ -8,6 +8,8 @@ running sweep) both live here, so the layout is defined once:
                   artifacts spec.yaml, front/front.{parquet,json,png,html}; metric hypervolume (step = trials done)
       child runs  tags samat.role=trial, mlflow.parentRunId, ray_trial_id, method, model, dataset, pareto_front;
                   params = the trial config flattened; metrics per epoch (step = epoch) and pareto_rank
+                  a trial stopped early by the scheduler: status KILLED, tags samat.status=stopped,
+                  samat.stopped_at_epoch=<e>, samat.stopped_by=MO-ASHA (its metrics end at epoch e)
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ from analysis.stores import TrackingError, artifact_root
 from analysis.trials import SweepRecord, TrialRow, rank_rows
 
 ROLE = "samat.role"
-STATUS = "samat.status"  # running | interrupted | finished (the parent's MLflow status follows it)
+STATUS = "samat.status"  # parent: running | interrupted | finished (its MLflow status follows); trial: stopped
+STOPPED = "stopped"  # a trial run's samat.status when the scheduler stopped it early
+STOPPED_AT = "samat.stopped_at_epoch"
+STOPPED_BY = "samat.stopped_by"
 PARAMS_TAG = "samat.params"  # JSON of the searched values, with their types
 TRIAL_ID = "ray_trial_id"
+CERTIFIED = "certified"  # tag (true | suspect), metric prefix and artifact folder of certification
+RESEED_OF = "samat.reseed_of"  # config key and tag of a reseeded trial: the Ray trial id it repeats
+EXPERIMENT_PATH = "samat.experiment_path"  # tag on the parent run: Ray's folder (or URI) of the sweep
 PARETO_FRONT = "pareto_front"  # tag on each trial run: "true" | "false"
 PARETO_RANK = "pareto_rank"  # metric on each trial run: 1 = on the front
 RUN_STATUS = {"FINISHED": "complete", "FAILED": "error", "KILLED": "error"}  # MLflow run status -> TrialRow's
@@ -62,8 +70,11 @@ class SweepStore:
 
     # ---- writing ------------------------------------------------------------------------------------------
 
-    def open_sweep(self, name: str, spec: dict, directions: dict[str, str], reference: list[float | None]) -> str:
-        """The sweep's parent run id: created on the first call, found again (and set running) on a resume."""
+    def open_sweep(
+        self, name: str, spec: dict, directions: dict[str, str], reference: list[float | None], experiment_path: str
+    ) -> str:
+        """The sweep's parent run id: created on the first call, found again (and set running) on a resume.
+        `experiment_path` is where Ray keeps the sweep's trials and checkpoints (for certify and reseed)."""
         experiment = self.client.get_experiment_by_name(name)
         experiment_id = (
             experiment.experiment_id
@@ -87,6 +98,7 @@ class SweepStore:
                 STATUS: "running",
                 "samat.objectives": json.dumps(list(directions.items())),
                 "samat.reference": json.dumps(reference),
+                EXPERIMENT_PATH: experiment_path,
                 "mlflow.note.content": spec.get("description", ""),
             },
         )
@@ -138,6 +150,18 @@ class SweepStore:
             self.client.set_tag(run_id, "error", reason[:5000])
         self.client.set_terminated(run_id, status)
 
+    def stop_trial(self, run_id: str, epoch: int, by: str) -> None:
+        """A trial stopped early by the scheduler at `epoch`: tagged stopped, with the epoch, and ended KILLED.
+        KILLED, not FINISHED: in MLflow FINISHED means the run did all it set out to do, and its last metrics
+        are the result; a stopped trial's are one rung's low-fidelity values, and a filter on FINISHED runs (the
+        UI's, or anyone's `search_runs`) must not mix them with fully trained ones. Not FAILED: nothing went
+        wrong. samat reads KILLED with samat.status=stopped as `stopped` (KILLED alone is an orphan: `error`)."""
+        self.client.log_batch(
+            run_id,
+            tags=[RunTag(STATUS, STOPPED), RunTag(STOPPED_AT, str(epoch)), RunTag(STOPPED_BY, by)],
+        )
+        self.client.set_terminated(run_id, "KILLED")
+
     def kill_orphans(self, name: str, ran: set[str]) -> None:
         """Mark KILLED the trial runs still running whose Ray trial is not among those that `ran`: after a driver
         crash, Ray proposes again the trials it had started after its last saved state, so the old runs never end."""
@@ -175,15 +199,16 @@ class SweepStore:
             )
         return record
 
-    def log_front_artifacts(self, record: SweepRecord, html: bool = False) -> None:
-        """The front table (parquet and JSON) and plot (PNG, and with `html` the interactive plotly page)."""
+    def log_front_artifacts(self, record: SweepRecord, html: bool = False, folder_name: str = "front") -> None:
+        """The front table (parquet and JSON) and plot (PNG, and with `html` the interactive plotly page), in the
+        parent run's artifact folder `folder_name`."""
         with tempfile.TemporaryDirectory() as folder:
             rows = record.table(front_only=True)
             for file in ("front.parquet", "front.json"):
                 write_table(rows, Path(folder) / file)
             for file in ("front.png", "front.html") if html else ("front.png",):
                 write_plot(record, Path(folder) / file)
-            self.client.log_artifacts(record.parent_run_id, folder, "front")
+            self.client.log_artifacts(record.parent_run_id, folder, folder_name)
 
     def close_sweep(self, name: str, finished: bool) -> SweepRecord:
         record = self.update_front(name)
@@ -192,12 +217,43 @@ class SweepStore:
         self.client.set_terminated(record.parent_run_id, "FINISHED" if finished else "KILLED")
         return record
 
+    def record_certificate(self, run_id: str, accuracies: dict[str, float], verdict: str, reasons: list[str]) -> None:
+        """A trial's certification: `certified/<attack>` metrics and the tag `certified` = true | suspect."""
+        reason = "; ".join(reasons)[:5000] or "all checks passed"
+        self.log_metrics(
+            run_id,
+            {f"{CERTIFIED}/{k}": v for k, v in accuracies.items()},
+            step=0,
+            tags={CERTIFIED: verdict, f"{CERTIFIED}.reason": reason},
+        )
+
+    def record_certified_front(self, record: SweepRecord) -> None:
+        """The certified front beside the search's: artifacts under `certified/` and its hypervolume."""
+        self.log_front_artifacts(record, html=True, folder_name=CERTIFIED)
+        self.log_metrics(
+            record.parent_run_id,
+            {"certified_hypervolume": record.hypervolume(), "certified_front_size": len(record.front)},
+            step=0,
+        )
+
     # ---- reading ------------------------------------------------------------------------------------------
 
     def parent_run(self, experiment_id: str):
         """The sweep's parent run in an experiment, or None (an experiment samat did not make)."""
         parents = self.client.search_runs([experiment_id], f"tags.`{ROLE}` = 'sweep'", max_results=1)
         return parents[0] if parents else None
+
+    def sweep_spec(self, name: str) -> tuple[dict, str]:
+        """The spec a sweep ran with (its `spec.yaml` artifact) and the folder or URI where Ray keeps its trials."""
+        _, parent = self.sweep_parent(name)
+        path = parent.data.tags.get(EXPERIMENT_PATH)
+        if not path:
+            raise TrackingError(
+                f"sweep {name!r} was recorded without its Ray folder (an older samat): certify and reseed need it"
+            )
+        with tempfile.TemporaryDirectory() as folder:
+            local = self.client.download_artifacts(parent.info.run_id, "spec.yaml", folder)
+            return yaml.safe_load(Path(local).read_text()), path
 
     def sweep_parent(self, name: str):
         experiment = self.client.get_experiment_by_name(name)
@@ -218,28 +274,35 @@ class SweepStore:
             directions,
             json.loads(parent.data.tags.get("samat.reference", "null")) or [None] * len(directions),
         )
-        for run in self.child_runs(experiment.experiment_id):
-            tags, metrics = run.data.tags, run.data.metrics
-            record.rows.append(
-                TrialRow(
-                    trial_id=tags.get(TRIAL_ID),
-                    run_id=run.info.run_id,
-                    status=RUN_STATUS.get(run.info.status, "running"),
-                    params=json.loads(tags.get(PARAMS_TAG, "{}")),
-                    objectives={m: metrics.get(m) for m in directions},
-                    metrics=metrics,
-                    error=tags.get("error"),
-                )
-            )
+        record.rows = [self.trial_row(run, directions) for run in self.child_runs(experiment.experiment_id)]
+        for run in self.child_runs(experiment.experiment_id, role="reseed"):
+            record.reseeds.setdefault(run.data.tags.get(RESEED_OF), []).append(self.trial_row(run, directions))
         rank_rows(record.rows, directions)
         record.rows.sort(key=lambda r: r.trial_id or "")
         return record
 
-    def child_runs(self, experiment_id: str) -> list:
+    def trial_row(self, run, directions: dict[str, str]) -> TrialRow:
+        """A child run as a trial row (the same type Ray's results are read into)."""
+        tags, metrics = run.data.tags, run.data.metrics
+        stopped = tags.get(STATUS) == STOPPED
+        return TrialRow(
+            trial_id=tags.get(TRIAL_ID),
+            run_id=run.info.run_id,
+            status=STOPPED if stopped else RUN_STATUS.get(run.info.status, "running"),
+            params=json.loads(tags.get(PARAMS_TAG, "{}")),
+            objectives={m: metrics.get(m) for m in directions},
+            metrics=metrics,
+            error=tags.get("error"),
+            stopped_at=int(tags[STOPPED_AT]) if stopped and tags.get(STOPPED_AT) else None,
+        )
+
+    def child_runs(self, experiment_id: str, role: str = "trial") -> list:
+        """The sweep's child runs of one role: `trial` (the search's) or `reseed` (its front's configurations
+        trained again with other seeds)."""
         runs, token = [], None
         while True:
             page = self.client.search_runs(
-                [experiment_id], f"tags.`{ROLE}` = 'trial'", max_results=1000, page_token=token
+                [experiment_id], f"tags.`{ROLE}` = '{role}'", max_results=1000, page_token=token
             )
             runs.extend(page)
             token = page.token
@@ -253,12 +316,14 @@ class SweepStore:
             if not parent:
                 continue
             children = self.child_runs(experiment.experiment_id)
+            stopped = [c.data.tags.get(STATUS) == STOPPED for c in children]
             out.append(
                 {
                     "name": experiment.name,
                     "trials": len(children),
                     "finished": sum(c.info.status == "FINISHED" for c in children),
-                    "failed": sum(c.info.status in ("FAILED", "KILLED") for c in children),
+                    "stopped": sum(stopped),
+                    "failed": sum(c.info.status in ("FAILED", "KILLED") and not s for c, s in zip(children, stopped)),
                     "status": parent.data.tags.get(STATUS, parent.info.status.lower()),
                     "hypervolume": parent.data.metrics.get("hypervolume"),
                     "start_time": parent.info.start_time,

@@ -10,21 +10,25 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from analysis.pareto import hypervolume, pareto_ranks
+from trainables.vocabulary import EPOCHS, test_metric
 
-Status = Literal["complete", "running", "unfinished", "error"]
+Status = Literal["complete", "stopped", "running", "unfinished", "error"]
 
 
 @dataclass
 class TrialRow:
     trial_id: str
-    status: Status  # complete | running (MLflow, still training) | unfinished (Ray, interrupted) | error
+    # complete | stopped (early, by the scheduler: never ranked) | running (MLflow, still training) | unfinished
+    # (Ray, interrupted) | error
+    status: Status
     params: dict[str, Any]  # model, method and the searched values (method ones without their `method.` prefix)
     objectives: dict[str, float | None]  # objective metric -> last value, in the sweep's objective order
     metrics: dict[str, Any] = field(default_factory=dict)  # every last reported metric
     error: str | None = None
     run_id: str | None = None  # the trial's MLflow run
     path: str | None = None  # the trial's Ray folder
-    rank: int | None = None  # 1 = on the Pareto front; None = not ranked (failed, unfinished, incomplete)
+    rank: int | None = None  # 1 = on the Pareto front; None = not ranked (failed, stopped, unfinished)
+    stopped_at: int | None = None  # the epoch a stopped trial was stopped at (its objectives are that epoch's)
 
     @property
     def method(self) -> str | None:
@@ -35,22 +39,41 @@ class TrialRow:
         return self.params.get("model")
 
     @property
+    def test_values(self) -> dict[str, float | None]:
+        """The objectives' metrics on the test images (reported once, after the last epoch)."""
+        return {test_metric(m): self.metrics.get(test_metric(m)) for m in self.objectives}
+
+    @property
     def rankable(self) -> bool:
+        """Only a trial that trained its full budget is ranked: a stopped one's values are low-fidelity."""
         return self.status == "complete" and all(v is not None and math.isfinite(v) for v in self.objectives.values())
 
     def export(self, param_names: list[str]) -> dict[str, Any]:
-        """A flat record for tables and files: ids, status, method, model, params, objectives, rank, front flag."""
+        """A flat record for tables and files: ids, status, method, model, params, objectives (validation), the
+        same metrics on the test images (`test/...`), rank, front flag."""
         return {
             "trial_id": self.trial_id,
             "run_id": self.run_id,
             "status": self.status,
+            "stopped_at_epoch": self.stopped_at,
             "method": self.method,
             "model": self.model,
             **{name: self.params.get(name) for name in param_names},
             **self.objectives,
+            **self.test_values,
             "pareto_rank": self.rank,
             "pareto_front": self.rank == 1,
         }
+
+
+def stopped_epoch(metrics: dict, planned_epochs: int | None) -> int | None:
+    """The epoch a trial was stopped at by a scheduler, from its last result: it reports fewer `epochs` than its
+    config gave it, and no `failure`. None if it trained them all, failed, or `planned_epochs` is unknown. (A
+    trial merely interrupted looks the same: Ray's `done` in its result tells the two apart.)"""
+    epochs = metrics.get(EPOCHS)
+    if planned_epochs is None or metrics.get("failure") or not isinstance(epochs, (int, float)):
+        return None
+    return int(epochs) if epochs < planned_epochs else None
 
 
 def rank_rows(rows: list[TrialRow], directions: dict[str, str]) -> list[TrialRow]:
@@ -92,6 +115,22 @@ def format_params(params: dict) -> str:
     )
 
 
+@dataclass(frozen=True)
+class SeedStats:
+    mean: float
+    std: float  # sample standard deviation (n - 1); 0 for one seed
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> SeedStats:
+        n = len(values)
+        mean = sum(values) / n if n else math.nan
+        return cls(mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0, n)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
+
+
 @dataclass
 class SweepRecord:
     """A sweep as read back from MLflow: its objectives (metric -> direction) and one row per trial."""
@@ -103,6 +142,7 @@ class SweepRecord:
     directions: dict[str, str]
     reference: list[float | None]
     rows: list[TrialRow] = field(default_factory=list)
+    reseeds: dict[str, list[TrialRow]] = field(default_factory=dict)  # trial id -> its runs with other seeds
 
     @property
     def objectives(self) -> list[str]:
@@ -116,8 +156,32 @@ class SweepRecord:
     def finished(self) -> list[TrialRow]:
         return [r for r in self.rows if r.rank is not None]
 
+    @property
+    def stopped(self) -> list[TrialRow]:
+        """Trials the scheduler stopped early: kept apart, never on the front nor in the hypervolume."""
+        return [r for r in self.rows if r.status == "stopped"]
+
     def hypervolume(self) -> float:
         return sweep_hypervolume(self.finished, self.directions, self.reference)
+
+    def seed_stats(self, row: TrialRow) -> dict[str, SeedStats]:
+        """Each objective over the trial and its finished reseeds: mean, sample std, number of seeds."""
+        runs = [row, *(r for r in self.reseeds.get(row.trial_id, []) if r.status == "complete")]
+        return {
+            m: SeedStats.of([r.objectives[m] for r in runs if r.objectives.get(m) is not None]) for m in self.directions
+        }
+
+    def inseparable(self) -> dict[str, str]:
+        """Front points (reseeded) that noise cannot tell from their neighbour along the front: mean ± std
+        intervals overlap in every objective. Maps trial id -> the neighbour's."""
+        front, out = self.front, {}
+        for a, b in zip(front, front[1:]):
+            sa, sb = self.seed_stats(a), self.seed_stats(b)
+            seeded = min(s.n for s in (*sa.values(), *sb.values())) > 1
+            if seeded and all(abs(sa[m].mean - sb[m].mean) <= sa[m].std + sb[m].std for m in sa):
+                out.setdefault(a.trial_id, b.trial_id)
+                out.setdefault(b.trial_id, a.trial_id)
+        return out
 
     def table(self, front_only: bool = False) -> list[dict]:
         return export_rows(self.front if front_only else self.rows, self.rows)

@@ -12,12 +12,14 @@ import tempfile
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
-from analysis.cli import add_frontier_parser, front_table
+from analysis.cli import add_frontier_parser, front_table, open_store, show_front, stopped_line
 from analysis.stores import TrackingError, set_quiet_mlflow_env
+from analysis.trials import format_params
 from analysis.ui import runs_page, ui_base
 from sweeps.places import SweepRefused, latest_name, resolve_data_dir, resolve_tracking_uri
-from sweeps.spec import SpecError, load_spec
+from sweeps.spec import SpecError, load_spec, validate_spec
 from trainables.cli import add_train_parser
 from trainables.usage import INTERRUPTED, USAGE_ERROR, OneLineParser, UsageError, positive_int, show
 
@@ -122,6 +124,12 @@ def sweep_command(args: argparse.Namespace) -> int:
         f"[bold]samat sweep[/bold] {spec.name}: {spec.search.trials} trials of {', '.join(spec.models)} "
         f"x {', '.join(spec.methods)} on {spec.dataset}; objectives "
         f"{', '.join(f'{metric} ({direction})' for metric, direction in spec.directions.items())}"
+        + (
+            f"; MO-ASHA early stopping (grace period {spec.scheduler.grace_period}, η "
+            f"{spec.scheduler.reduction_factor:g}, {spec.scheduler.brackets} bracket(s), max {spec.max_epochs} epochs)"
+            if spec.scheduler
+            else ""
+        )
     )
     try:
         with SweepDisplay(spec, spec.search.trials, console):
@@ -145,6 +153,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         )
         return INTERRUPTED
     print_front(result, Console())
+    if result.certification:
+        print_certificates(*result.certification, Console())
     print_where(result, store, console)
     if not result.finished:
         console.print(
@@ -157,6 +167,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
 def print_front(result, console: Console) -> None:
     failed = sum(r.status == "error" for r in result.trials)
+    stopped = [r for r in result.trials if r.status == "stopped"]
     console.print(
         front_table(
             f"Pareto front of {result.name}: {len(result.front)} of {len(result.trials)} "
@@ -165,6 +176,8 @@ def print_front(result, console: Console) -> None:
             result.front,
         )
     )
+    if stopped:
+        console.print(stopped_line(stopped, len(result.trials)), soft_wrap=True)
 
 
 def print_where(result, store, console: Console) -> None:
@@ -183,6 +196,116 @@ def print_where(result, store, console: Console) -> None:
     )
 
 
+def add_front_checks(action) -> None:
+    """`samat frontier certify` and `samat frontier reseed`: they run Ray tasks and trials, so they live here."""
+    certify = action(
+        "certify",
+        "re-evaluate the front from its final checkpoints with AutoAttack (reference "
+        "standard version) and the sanity checks of Carlini et al. 2019, as Ray tasks "
+        "with the sweep's resources; record the verdicts and the certified front in MLflow",
+    )
+    reseed = action(
+        "reseed",
+        "train the front's configurations again with more seeds, as Ray trials recorded in the "
+        "same sweep, and show each point's mean ± std and which points noise cannot separate",
+    )
+    for sub in (certify, reseed):
+        sub.add_argument("sweep", metavar="SWEEP")
+        sub.add_argument(
+            "--ranks", type=positive_int, default=1, help="the best K Pareto ranks (1: the front) [default: 1]"
+        )
+        sub.add_argument("--address", help="the Ray cluster to run on [default: RAY_ADDRESS, else a local Ray]")
+    reseed.add_argument("--seeds", type=positive_int, default=2, help="more seeds per point [default: 2]")
+    certify.set_defaults(handler=certify_command)
+    reseed.set_defaults(handler=reseed_command)
+
+
+def certify_command(args: argparse.Namespace) -> int:
+    # Ray, MLflow and torch, imported when certifying: ~15 s that `samat --help` need not pay
+    from sweeps.certify import certify_sweep  # noqa: PLC0415
+
+    store = open_store(args)
+    console = Console(stderr=True)
+    console.print(f"certifying the best {args.ranks} rank(s) of {args.sweep} with AutoAttack and the sanity checks")
+    try:
+        sweep, certificates = certify_sweep(
+            store,
+            args.sweep,
+            args.ranks,
+            args.address,
+            on_certificate=lambda row, cert: console.print(
+                f"  {row.trial_id} {row.method}: {cert.verdict}", soft_wrap=True
+            ),
+        )
+    except TrackingError as e:
+        raise UsageError(str(e)) from None
+    except FileNotFoundError as e:
+        console.print(f"[red]cannot certify:[/red] {e}")
+        return 1
+    print_certificates(sweep, certificates, Console())
+    return 0
+
+
+def reseed_command(args: argparse.Namespace) -> int:
+    # Ray Tune, MLflow and torch, imported when reseeding: ~15 s that `samat --help` need not pay
+    from sweeps.progress import ProgressCallback, SweepDisplay  # noqa: PLC0415
+    from sweeps.reseed import reseed_sweep  # noqa: PLC0415
+
+    store = open_store(args)
+    console = Console(stderr=True)
+    try:
+        front = [r for r in store.load_sweep(args.sweep).rows if r.rank is not None and r.rank <= args.ranks]
+        console.print(f"reseeding {len(front)} point(s) of {args.sweep} with {args.seeds} more seed(s) each")
+        spec = load_spec_of(store, args.sweep)
+        with SweepDisplay(spec, len(front) * args.seeds, console):
+            record = reseed_sweep(
+                store, args.sweep, args.seeds, args.ranks, args.address, callbacks=[ProgressCallback()]
+            )
+    except TrackingError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/yellow] Finished reseeds are recorded; run reseed again for the rest.")
+        return INTERRUPTED
+    show_front(record, Console())
+    return 0
+
+
+def load_spec_of(store, name: str):
+    raw, _ = store.sweep_spec(name)
+    return validate_spec(raw, f"{name}'s spec.yaml")
+
+
+def print_certificates(sweep, certificates: dict, console: Console) -> None:
+    """PGD-10 against AutoAttack per point at the objective's ε, their gap and the verdict, reasons below."""
+    from sweeps.certify import certified_radii, gap_rows  # noqa: PLC0415 - imported with certify_sweep above
+
+    objective, _ = certified_radii(sweep.spec)
+    rows = sorted((r for r in sweep.record.rows if r.trial_id in certificates), key=lambda r: r.rank)
+    table = Table(
+        title=f"certified: {sweep.record.name}, {len(rows)} point(s), first {sweep.spec.eval_n} test images, "
+        f"ε = {objective.name.rsplit('_', 1)[-1]} ({objective.norm})"
+    )
+    for column in ("trial", "rank", "method", "params", "clean", "PGD-10", "AutoAttack", "gap", "verdict"):
+        table.add_column(column, justify="left" if column in ("trial", "method", "params", "verdict") else "right")
+    for g in gap_rows(rows, certificates, objective):
+        row = g["row"]
+        table.add_row(
+            row.trial_id,
+            str(row.rank),
+            row.method,
+            format_params(row.params),
+            f"{g['clean']:.4f}",
+            f"{g['pgd']:.4f}",
+            f"{g['autoattack']:.4f}",
+            f"{g['gap']:+.4f}",
+            "certified" if g["verdict"] == "true" else "[red]suspect[/red]",
+        )
+    console.print(table)
+    for g in gap_rows(rows, certificates, objective):
+        for reason in g["reasons"]:
+            console.print(f"  {g['row'].trial_id} suspect: {reason}", soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(
         prog="samat",
@@ -192,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(subparsers)
     add_sweep_parser(subparsers)
-    add_frontier_parser(subparsers)
+    add_front_checks(add_frontier_parser(subparsers))
     args = parser.parse_args(argv)
     try:
         return args.handler(args)

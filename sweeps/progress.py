@@ -10,8 +10,8 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from analysis.trials import format_params
-from sweeps.space import searched_params
+from analysis.trials import format_params, stopped_epoch
+from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
 from trainables.vocabulary import EPOCH
 
@@ -64,8 +64,16 @@ class SweepDisplay:
         params = searched_params(trial.config, self.spec)
         head = f"{trial.trial_id} {params['method']:<7} {params['model']:<9} {format_params(params)}"
         result = trial.last_result or {}
+        stopped = None if error else stopped_epoch(result, train_config(trial.config).epochs)
         if error:
             self.console.print(f"[red]✗[/red] {head} -> failed: {error}", soft_wrap=True)
+        elif stopped is not None:
+            values = " / ".join(f"{result.get(m, float('nan')):.3f}" for m in self.spec.directions)
+            self.console.print(
+                f"[yellow]■[/yellow] {head} -> stopped at epoch {stopped} by MO-ASHA ({values} there; "
+                f"{result.get('time_total_s', 0):.1f} s)",
+                soft_wrap=True,
+            )
         else:
             values = " / ".join(f"{result.get(m, float('nan')):.3f}" for m in self.spec.directions)
             self.console.print(

@@ -25,6 +25,12 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     # variable. To listen wider, start a cluster yourself (`ray start --head`) and pass --address.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    # Ray's uv hook: a driver started by `uv run` makes every worker `uv run` too, after packaging the working
+    # folder (8-12 s at start-up on 2 cores, and again per worker). A local Ray's workers are this machine's
+    # processes in the driver's own environment, so the hook buys nothing here; on a cluster it stays as Ray sets
+    # it (nodes get the driver's code and lock that way). RAY_ENABLE_UV_RUN_RUNTIME_ENV=1 keeps it locally too.
+    if os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV") is None:
+        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,

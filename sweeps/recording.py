@@ -10,10 +10,13 @@ from __future__ import annotations
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from analysis.tracking import SweepStore
-from sweeps.space import searched_params
+from analysis.tracking import RESEED_OF, ROLE, SweepStore
+from analysis.trials import stopped_epoch
+from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
-from trainables.vocabulary import EPOCH
+from trainables.vocabulary import COLLAPSE_EPOCH, COLLAPSED, EPOCH
+
+FAST_AT_COLLAPSE = "fast_at_collapse"  # tag on a trial run whose FastAT training collapsed (see CollapseGuard)
 
 
 class MLflowRecorder(Callback):
@@ -49,6 +52,8 @@ class MLflowRecorder(Callback):
                     "model": config.get("model"),
                     "dataset": self.spec.dataset,
                     "sweep": self.sweep_name,
+                    # a reseeded trial (samat frontier reseed) is a child run of its own role, linked to its original
+                    **({ROLE: "reseed", RESEED_OF: config[RESEED_OF]} if RESEED_OF in config else {}),
                 },
             )
         return self.runs[trial.trial_id]
@@ -63,17 +68,23 @@ class MLflowRecorder(Callback):
             for k, v in result.items()
             if k not in AUTO_RESULT_KEYS and k != "done" and isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        # the node tag rides along each epoch: a retried trial may continue on another node
+        # the node tag rides along each epoch (a retried trial may continue on another node), and FastAT's
+        # collapse guard, once it stopped training, is tagged as well as recorded as the `collapsed` metric
+        tags = {"ray_node_id": result["node_id"]} if result.get("node_id") else {}
+        if result.get(COLLAPSED):
+            tags |= {FAST_AT_COLLAPSE: "true", "samat.collapse_epoch": result.get(COLLAPSE_EPOCH)}
         self.store.log_metrics(
-            run_id,
-            metrics,
-            step=int(result.get(EPOCH, result.get("training_iteration", 0))),
-            tags={"ray_node_id": result["node_id"]} if result.get("node_id") else None,
+            run_id, metrics, step=int(result.get(EPOCH, result.get("training_iteration", 0))), tags=tags
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        failure = (trial.last_result or {}).get("failure")
-        self.store.finish_trial(self.run_of(trial), "FAILED" if failure else "FINISHED", failure)
+        result = trial.last_result or {}
+        failure = result.get("failure")
+        stopped = stopped_epoch(result, train_config(trial.config).epochs)
+        if stopped is not None:  # a scheduler ended it at a rung: KILLED with the epoch (see SweepStore.stop_trial)
+            self.store.stop_trial(self.run_of(trial), stopped, "MO-ASHA")
+        else:
+            self.store.finish_trial(self.run_of(trial), "FAILED" if failure else "FINISHED", failure)
         self.store.update_front(self.sweep_name)
 
     def on_trial_error(self, iteration, trials, trial, **info):

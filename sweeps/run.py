@@ -17,15 +17,19 @@ from ray import tune
 
 from analysis.stores import set_quiet_mlflow_env
 from analysis.tracking import SweepStore
-from analysis.trials import TrialRow, front, rank_rows
+from analysis.trials import TrialRow, front, rank_rows, stopped_epoch
+from sweeps.certify import certify_sweep
+from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint
 from sweeps.places import SweepPlace, SweepRefused, place_sweep, resolve_data_dir, resolve_tracking_uri
 from sweeps.ray_start import start_ray
 from sweeps.recording import MLflowRecorder
+from sweeps.results import FinishedSweep
 from sweeps.search import fail_running_trials, make_searcher
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
-from sweeps.trainable import train_trial
-from trainables.vocabulary import EPOCHS
+from sweeps.trainable import with_resources
+from trainables.certify import Certificate
+from trainables.vocabulary import EPOCH, EPOCHS
 
 
 @dataclass
@@ -39,6 +43,7 @@ class SweepResult:
     finished: bool  # False when interrupted: resume with --resume
     wall_s: float = 0.0
     front: list[TrialRow] = field(default_factory=list)
+    certification: tuple[FinishedSweep, dict[str, Certificate]] | None = None  # with `final: certify`
 
     @property
     def objectives(self) -> list[str]:
@@ -74,7 +79,7 @@ def run_sweep(
     place.study_dir.mkdir(parents=True, exist_ok=True)
     spec = spec.model_copy(update={"data_dir": resolve_data_dir(spec.data_dir)})
     parent_run_id = store.open_sweep(
-        place.name, spec.model_dump(mode="json"), spec.directions, spec.hypervolume_reference
+        place.name, spec.model_dump(mode="json"), spec.directions, spec.hypervolume_reference, place.experiment_path
     )
     recorder = MLflowRecorder(store.tracking_uri, place.name, parent_run_id, spec)
 
@@ -94,6 +99,7 @@ def run_sweep(
         fail_running_trials(place.optuna_storage, place.name)
         store.kill_orphans(place.name, {r.trial_id for r in rows})
     store.close_sweep(place.name, finished)
+    certification = certify_sweep(store, place.name, address=address) if finished and spec.final == "certify" else None
     return SweepResult(
         place.name,
         place.experiment_path,
@@ -104,18 +110,36 @@ def run_sweep(
         finished,
         time.perf_counter() - start,
         front(rows, spec.directions),
+        certification,
     )
 
 
-def trainable(spec: SweepSpec):
-    return tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+def make_scheduler(spec: SweepSpec) -> MOASHAScheduler | None:
+    """The spec's early stopping: MO-ASHA on the sweep's objectives, rungs in epochs up to the most epochs a
+    trial trains (`spec.max_epochs`); None without a `scheduler:` block (every trial trains every epoch)."""
+    if spec.scheduler is None:
+        return None
+    return MOASHAScheduler(
+        metric=list(spec.directions),
+        mode=list(spec.directions.values()),
+        time_attr=EPOCH,
+        max_t=spec.max_epochs,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+        brackets=spec.scheduler.brackets,
+    )
 
 
 def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner:
+    """The scheduler lives in the driver (Tune calls it there with every result), so it works the same on one
+    node or many; its rungs are saved with each experiment checkpoint through `SchedulerCheckpoint`, which Tune
+    pickles in tuner.pkl with the scheduler itself, so `restore_tuner` brings both back together."""
+    scheduler = make_scheduler(spec)
     return tune.Tuner(
-        trainable(spec),
+        with_resources(spec),
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(spec, place.name, place.optuna_storage),
+            scheduler=scheduler,
             num_samples=spec.search.trials,
             reuse_actors=True,
         ),
@@ -123,7 +147,7 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
             name=place.name,
             storage_path=place.storage_root,
             verbose=0,
-            callbacks=callbacks,
+            callbacks=[SchedulerCheckpoint(scheduler), *callbacks] if scheduler else callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
@@ -132,23 +156,29 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
 
 def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:
     """Tune restores the searcher (with its Optuna study), the callbacks and every trial's last checkpoint."""
-    return tune.Tuner.restore(place.experiment_path, trainable(spec), resume_unfinished=True, resume_errored=True)
+    return tune.Tuner.restore(place.experiment_path, with_resources(spec), resume_unfinished=True, resume_errored=True)
 
 
 def trial_rows(result_grid, spec: SweepSpec) -> list[TrialRow]:
-    """Ray's results as trial rows, ranked: complete means no error and every epoch reported."""
+    """Ray's results as trial rows, ranked: complete means no error and every epoch reported; stopped, that the
+    scheduler ended the trial early (Tune reports it TERMINATED, its last result `done`, with fewer epochs than
+    its config gave it); unfinished, that it was interrupted."""
     rows = []
     for result in result_grid:
         config, metrics = result.config or {}, result.metrics or {}
         failure = metrics.get("failure")  # a diverged trial reports why
         if result.error and not failure:  # a crashed one: the last line of Ray's error says what happened
             failure = (str(result.error).strip().splitlines() or ["error"])[-1]
-        complete = not failure and metrics.get(EPOCHS) == train_config(config).epochs
+        planned = train_config(config).epochs
+        complete = not failure and metrics.get(EPOCHS) == planned
+        stopped = stopped_epoch(metrics, planned) if metrics.get("done") and not failure else None
+        status = "error" if failure else "complete" if complete else "stopped" if stopped is not None else "unfinished"
         rows.append(
             TrialRow(
                 trial_id=metrics.get("trial_id") or os.path.basename(result.path),
                 path=result.path,
-                status="error" if failure else ("complete" if complete else "unfinished"),
+                status=status,
+                stopped_at=stopped,
                 params=searched_params(config, spec),
                 objectives={m: metrics.get(m) for m in spec.directions},
                 metrics=metrics,

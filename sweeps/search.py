@@ -2,7 +2,8 @@
 
 Ray's OptunaSearch tells Optuna COMPLETE whenever a trial has a last result, even one that errored after some
 epochs (with those epochs' values), and it tries to tell NaN. Optuna must hear FAIL for a trial that errored,
-diverged or lacks finite objectives, so its sampler never learns from them."""
+diverged or lacks finite objectives, so its sampler never learns from them; and PRUNED for a trial a scheduler
+stopped early (MO-ASHA), so it never takes low-fidelity values for final ones."""
 
 from __future__ import annotations
 
@@ -12,17 +13,49 @@ import optuna
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.space import SearchSpace
+from analysis.trials import stopped_epoch
+from sweeps.space import SearchSpace, train_config
 from sweeps.spec import Search, SweepSpec
 
 
 class FailureAwareOptunaSearch(OptunaSearch):
+    """What Optuna hears of each trial:
+
+    - COMPLETE with the objectives, for a trial that trained every epoch it was given;
+    - FAIL, for one that errored, diverged (`failure` in its result) or lacks a finite objective;
+    - PRUNED, without values, for one stopped early without failing (its last result's `epochs` is below the
+      epochs its config asked for): a scheduler (MO-ASHA) ended it at a rung. Ray would tell COMPLETE with the
+      rung's values, and a sampler would then weigh an accuracy after 1 of 10 epochs as the trial's final one:
+      NSGA-II would rank it against fully trained trials, TPE would count it among the good or bad trials by
+      that value. A stopped trial must not teach the sampler that its low-fidelity values are final. PRUNED is
+      what Optuna's own pruners produce; in Optuna 5 multi-objective TPE puts PRUNED trials among the "bad"
+      ones (it learns to avoid their region, which is what a stop means), and NSGA-II ignores them as it
+      ignores failed trials.
+
+    The epochs each trial was given are noted when it is proposed (the searcher's state, saved and restored
+    with the experiment), since Tune hands `on_trial_complete` the last result but not the config."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.planned_epochs: dict[str, int] = {}  # Ray trial id -> the epochs its config asks for
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if config:
+            self.planned_epochs[trial_id] = train_config(config).epochs
+        return config
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        values = [(result or {}).get(m) for m in self.metric]
+        result = result or {}
+        values = [result.get(m) for m in self.metric]
         usable = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-        if trial_id in self._completed_trials or (usable and not error and not (result or {}).get("failure")):
+        failed = error or bool(result.get("failure")) or not usable
+        if trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)  # Ray warns of the second completion
+        if not failed and stopped_epoch(result, self.planned_epochs.get(trial_id)) is None:
             return super().on_trial_complete(trial_id, result, error)
-        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+        state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.PRUNED
+        self._ot_study.tell(self._ot_trials[trial_id], state=state)
         self._completed_trials.add(trial_id)
 
 

@@ -1,7 +1,9 @@
 """The search space, and the one encoding of method parameters in a trial's config.
 
 Optuna's define-by-run space: model, method, then only the chosen method's parameters, keyed `method.field`
-(`sam.rho` and `sam_at.rho` are separate distributions, so a conditional space never shares a name). A trial's
+(`sam.rho` and `sam_at.rho` are separate distributions, so a conditional space never shares a name); a method's
+override of a training field is keyed the same way (`fast_at.epochs`), a per-norm value gets one Optuna parameter
+per norm (`at.eps.l2`), and `per_model:` fields are plain constants chosen with the model. A trial's
 config is those keys plus the spec's constants; `train_config` decodes it into a TrainConfig and
 `searched_params` into what tells trials apart."""
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from optuna.trial import Trial
 
-from sweeps.spec import Choice, Param, Range, SweepSpec
+from sweeps.spec import Choice, Param, PerNorm, Range, SweepSpec, is_searched
 from trainables.config import TrainConfig
 
 
@@ -21,15 +23,14 @@ def method_key(method: str, field: str) -> str:
 
 
 def train_config(config: dict) -> TrainConfig:
-    """A trial's config -> TrainConfig: the chosen method's `method.field` keys lose their prefix, other
-    methods' keys are dropped, plain keys are training fields."""
-    fields = {}
+    """A trial's config -> TrainConfig: plain keys are training fields; the chosen method's `method.field` keys
+    lose their prefix and win over plain ones (a method's own epochs over the spec's); other keys (other methods',
+    per-norm branches such as `at.eps.l2`) are dropped."""
+    fields = {key: value for key, value in config.items() if "." not in key and key in TrainConfig.model_fields}
     for key, value in config.items():
         owner, _, field = key.rpartition(".")
         if owner == config["method"]:
             fields[field] = value
-        elif not owner and key in TrainConfig.model_fields:
-            fields[key] = value
     return TrainConfig(**fields)
 
 
@@ -38,11 +39,9 @@ def searched_params(config: dict, spec: SweepSpec) -> dict[str, Any]:
     constants are left out."""
     method = config.get("method")
     params = {"model": config.get("model"), "method": method}
-    params |= {k: config.get(k) for k, v in spec.train.items() if isinstance(v, (Range, Choice))}
+    params |= {k: config.get(k) for k, v in spec.train.items() if isinstance(v, (Range, Choice)) and k in config}
     params |= {
-        name: config.get(method_key(method, name))
-        for name, v in spec.methods.get(method, {}).items()
-        if isinstance(v, (Range, Choice))
+        name: config.get(method_key(method, name)) for name, v in spec.methods.get(method, {}).items() if is_searched(v)
     }
     return params
 
@@ -55,12 +54,20 @@ class SearchSpace:
 
     def __call__(self, trial: Trial) -> dict[str, Any]:
         spec, config = self.spec, dict(self.spec.base_config())
-        config["model"] = suggest(trial, "model", Choice(choices=list(spec.models)))
+        model = config["model"] = suggest(trial, "model", Choice(choices=list(spec.models)))
         method = config["method"] = suggest(trial, "method", Choice(choices=list(spec.methods)))
+        own, per_model = spec.methods[method], spec.per_model.get(model, {})
         for name, value in spec.train.items():
-            config[name] = suggest(trial, name, value)
-        for name, value in spec.methods[method].items():
-            config[method_key(method, name)] = suggest(trial, method_key(method, name), value)
+            if name not in own and name not in per_model:  # a method's or a model's own value wins
+                config[name] = suggest(trial, name, value)
+        config |= per_model
+        for name, value in sorted(own.items(), key=lambda item: isinstance(item[1], PerNorm)):  # norm first
+            key = method_key(method, name)
+            if isinstance(value, PerNorm):
+                norm = config.get(method_key(method, "norm"), TrainConfig.model_fields["norm"].default)
+                config[key] = suggest(trial, f"{key}.{norm}", value.for_norm(norm))
+            else:
+                config[key] = suggest(trial, key, value)
         # only searched values are Optuna parameters; constants ride along in the returned dict
         return {k: v for k, v in config.items() if k not in trial.params}
 

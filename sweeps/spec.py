@@ -27,6 +27,7 @@ NOT_IN_TRAIN = {
     "eval_attacks",
     "epoch_attacks",
     "eval_n",
+    "val_split",
     "device",
     *{p for params in METHOD_PARAMS.values() for p in params},
 }
@@ -65,13 +66,36 @@ class Choice(BaseModel):
 Param = Range | Choice | Scalar
 
 
-def param_values(value: Param) -> list[Scalar]:
+class PerNorm(BaseModel):
+    """A method's parameter whose values depend on the trial's threat model, for ε (or α), whose ℓ∞ and ℓ2 scales
+    differ: `norm: {choices: [linf, l2]}` with `eps: {linf: {low: ..., high: ...}, l2: {low: ..., high: ...}}`.
+    Each branch is its own Optuna parameter (`at.eps.linf`, `at.eps.l2`); the trial's config gets `at.eps`."""
+
+    model_config = ConfigDict(extra="forbid")
+    linf: Param
+    l2: Param
+
+    def for_norm(self, norm: str) -> Param:
+        return getattr(self, norm)
+
+
+MethodParam = Range | Choice | PerNorm | Scalar
+
+
+def param_values(value: MethodParam) -> list[Scalar]:
     """The values a parameter can take that bound its range (for checking against TrainConfig's limits)."""
     if isinstance(value, Range):
         return [value.low, value.high]
     if isinstance(value, Choice):
         return list(value.choices)
+    if isinstance(value, PerNorm):
+        return [*param_values(value.linf), *param_values(value.l2)]
     return [value]
+
+
+def is_searched(value: MethodParam) -> bool:
+    """A value Optuna searches (a range, a choice or per-norm values), not a constant."""
+    return isinstance(value, (Range, Choice, PerNorm))
 
 
 def check_against_train_config(field: str, value: Param, where: str) -> None:
@@ -103,6 +127,18 @@ class Search(BaseModel):
     population_size: int | None = Field(None, ge=2, description="NSGA-II generation size (default: trials/3, 4..50)")
 
 
+class Scheduler(BaseModel):
+    """Early stopping of trials: MO-ASHA (sweeps/moasha.py), rungs at grace_period·η^k epochs up to the trials'
+    epochs (the high end when `epochs` is searched); at each rung a trial continues only if it ranks in the top
+    1/η of the results recorded there, ranked on all the objectives at once."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["moasha"]
+    grace_period: int = Field(1, ge=1, description="epochs before the first rung")
+    reduction_factor: float = Field(3, gt=1, description="η: about 1 in η trials continues at each rung")
+    brackets: int = Field(1, ge=1, description="ASHA brackets; bracket s starts at grace_period·η^s epochs")
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float = Field(1, gt=0)
@@ -119,15 +155,37 @@ class SweepSpec(BaseModel):
     download: bool = False
     image_size: int | None = Field(None, ge=8)
     models: list[Model] = Field(min_length=1)
-    methods: dict[Method, dict[str, Param]] = Field(min_length=1)
+    methods: dict[Method, dict[str, MethodParam]] = Field(min_length=1)
     train: dict[str, Param] = {}
+    per_model: dict[Model, dict[str, Scalar]] = Field(
+        {},
+        description="training fields fixed per model, over train: (e.g. vit_tiny's optimiser and learning rate, "
+        "wrn's dropout), so every method of a model trains with the same settings",
+    )
     objective_attack: str = "pgd_linf_2of255"
     final_attacks: list[str] = []
     eval_n: int = Field(1000, ge=1)
+    val_split: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="validation share of the training images (default per data set: digits 0.2, "
+        "others 0.1; 0: none, and selection then uses the test images)",
+    )
+    val_split: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="validation share of the training images (default per data set: digits 0.2, others 0.1; 0: none)",
+    )
     objectives: list[Objective] = Field(default_factory=list)
     search: Search = Search()
     resources: Resources = Resources()
+    scheduler: Scheduler | None = Field(None, description="early stopping; none: every trial trains every epoch")
     max_failures: int = Field(2, ge=0, description="retries of a failed trial from its last checkpoint")
+    final: Literal["none", "certify"] = Field(
+        "none", description="what runs when the search ends: certify = `samat frontier certify` on the front"
+    )
 
     @field_validator("models")
     @classmethod
@@ -146,12 +204,25 @@ class SweepSpec(BaseModel):
     @field_validator("methods")
     @classmethod
     def method_params_belong(cls, methods):
+        """A method sets its own fields (METHOD_PARAMS) and may override any shared training field (fast_at's
+        epochs and cyclic schedule, say); per-norm values only for its own fields other than norm."""
         for method, params in methods.items():
+            own = METHOD_PARAMS[method]
             for field, value in params.items():
-                if field not in METHOD_PARAMS[method]:
-                    allowed = ", ".join(METHOD_PARAMS[method]) or "none"
-                    raise ValueError(f"{method}.{field}: {method} takes no {field!r} (its parameters: {allowed})")
+                if field not in own and field in NOT_IN_TRAIN:
+                    allowed = ", ".join(own) or "none"
+                    raise ValueError(
+                        f"{method}.{field}: {method} takes no {field!r} (its parameters: {allowed}; any training "
+                        f"field may also be set per method)"
+                    )
+                if isinstance(value, PerNorm) and (field not in own or field == "norm" or "norm" not in own):
+                    raise ValueError(f"{method}.{field}: per-norm values are for the ε or α of a method with a norm")
                 check_against_train_config(field, value, f"{method}.{field}")
+            constants = {f: v for f, v in params.items() if not is_searched(v)}
+            try:  # fields valid alone can still clash (step_schedule paper with an alpha)
+                TrainConfig(method=method, **constants)
+            except ValidationError as e:
+                raise ValueError(f"{method}: {describe_validation_error(e, name_of=lambda loc: loc)}") from None
         return methods
 
     @field_validator("train")
@@ -193,6 +264,54 @@ class SweepSpec(BaseModel):
             raise ValueError("objectives: the same metric is listed twice")
         return self
 
+    @model_validator(mode="after")
+    def check_scheduler(self):
+        """Every bracket needs a rung below the trials' epochs, or it would stop nothing."""
+        if self.scheduler is None:
+            return self
+        grace, eta, brackets, epochs = (
+            self.scheduler.grace_period,
+            self.scheduler.reduction_factor,
+            self.scheduler.brackets,
+            self.max_epochs,
+        )
+        if grace >= epochs:
+            raise ValueError(
+                f"scheduler.grace_period: {grace} must be below the trials' epochs ({epochs}), or no trial is ever "
+                f"stopped"
+            )
+        if grace * eta ** (brackets - 1) >= epochs:
+            usable = next(s for s in range(brackets, 0, -1) if grace * eta ** (s - 1) < epochs)
+            raise ValueError(
+                f"scheduler.brackets: {brackets} brackets put the last one's first rung at grace_period·η^"
+                f"{brackets - 1} = {grace * eta ** (brackets - 1):g} epochs, not below the trials' epochs "
+                f"({epochs}); at most {usable} here"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def check_per_model(self):
+        for model, fields in self.per_model.items():
+            if model not in self.models:
+                raise ValueError(f"per_model.{model}: {model} is not among the spec's models {self.models}")
+            for field, value in fields.items():
+                where = f"per_model.{model}.{field}"
+                if field in NOT_IN_TRAIN:
+                    raise ValueError(f"{where}: set it at the top of the spec or under methods, not per model")
+                check_against_train_config(field, value, where)
+                clash = [m for m, params in self.methods.items() if field in params]
+                if clash:
+                    raise ValueError(f"{where}: methods.{clash[0]} also sets {field}; set it in one place")
+        return self
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs a trial trains: `train.epochs`, its high end (or largest choice) when searched,
+        TrainConfig's default when unset, or a method's or model's own epochs where larger. MO-ASHA's max_t."""
+        epochs = self.train.get("epochs", TrainConfig.model_fields["epochs"].default)
+        overrides = [p["epochs"] for p in [*self.methods.values(), *self.per_model.values()] if "epochs" in p]
+        return int(max(v for e in [epochs, *overrides] for v in param_values(e)))
+
     @property
     def metrics_reported(self) -> list[str]:
         return reported_metrics(dict.fromkeys([self.objective_attack, *self.final_attacks]))
@@ -222,9 +341,16 @@ class SweepSpec(BaseModel):
             "data_dir": self.data_dir,
             "download": self.download,
             "image_size": self.image_size,
-            "epoch_attacks": [self.objective_attack],
+            # per epoch, on validation images: the objective attack and any final attack an objective names
+            "epoch_attacks": [
+                a
+                for a in dict.fromkeys([self.objective_attack, *self.final_attacks])
+                if a == self.objective_attack or parse_attack(a).metric in self.directions
+            ],
+            # after the last epoch, on test images: all of them
             "eval_attacks": [self.objective_attack, *self.final_attacks],
             "eval_n": self.eval_n,
+            "val_split": self.val_split,
         }
 
 

@@ -13,9 +13,15 @@ import torch
 from ray import tune
 
 from sweeps.space import train_config
+from sweeps.spec import SweepSpec
 from trainables.run import DivergenceError, Run, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def with_resources(spec: SweepSpec):
+    """The trainable with the CPUs and GPUs each of the spec's trials reserves (a fractional GPU packs trials)."""
+    return tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
 def train_trial(config: dict) -> None:

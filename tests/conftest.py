@@ -11,6 +11,25 @@ from trainables.config import TrainConfig
 from trainables.data import load_digits_data
 from trainables.run import Run, fit
 
+# test modules that start Ray (sweeps, clusters, schedulers) or share the `tiny_sweep` fixture: one xdist worker
+# runs them all, one after another, so the session fixture runs once and no two Ray clusters compete
+RAY_MODULES = {
+    "test_sweep",
+    "test_records",
+    "test_faults",
+    "test_cluster",
+    "test_structure",
+    "test_moasha",
+    "test_moasha_sweep",
+    "test_trusted_fronts",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
 
 @pytest.fixture(scope="session")
 def digits():

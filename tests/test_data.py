@@ -128,3 +128,18 @@ def test_bundled_digits_match_scikit_learn():
     images, labels = read_bundled_digits()
     reference = load_digits()
     assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
+def test_validation_is_held_out_seeded_and_class_stratified(digits):
+    split = digits.hold_out(0.2)
+    assert len(split.train_y) + len(split.val_y) == len(digits.train_y) and split.test_y is digits.test_y
+    for c in range(10):  # every class gives its share, rounded
+        assert (split.val_y == c).sum() == round(0.2 * (digits.train_y == c).sum().item())
+    # no image is in both: the held-out rows are exactly the ones training lost
+    train_rows = {tuple(r) for r in split.train_x.flatten(1).tolist()}
+    assert not any(tuple(r) in train_rows for r in split.val_x.flatten(1).tolist())
+    again = digits.hold_out(0.2)
+    assert torch.equal(again.val_x, split.val_x)  # the same images every time: a fixed seed
+    assert not torch.equal(digits.hold_out(0.2, seed=1).val_x, split.val_x)
+    assert digits.hold_out(0).val_x is None and torch.equal(digits.hold_out(0).selection[0], digits.test_x)
+    assert torch.equal(split.selection[0], split.val_x)

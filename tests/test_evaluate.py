@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trainables.evaluate import evaluate, robust_accuracy
+from trainables.evaluate import build_attack, evaluate, robust_accuracy
 from trainables.vocabulary import parse_attack
 
 
@@ -79,6 +79,32 @@ def test_every_attack_kind_runs_and_only_lowers_accuracy(trained_digits_model, d
 
 def test_adversarial_training_beats_sgd_under_pgd(robust_digits_metrics):
     sgd, at = robust_digits_metrics["sgd"], robust_digits_metrics["at"]
-    key = "robust_acc/pgd_linf_0.1"
+    key = "test/robust_acc/pgd_linf_0.1"  # final attacks are reported on the test images
     assert at[key] > sgd[key] + 0.2, (sgd[key], at[key])
-    assert sgd["clean_acc"] >= 0.95 and at["clean_acc"] >= 0.9
+    assert sgd["test/clean_acc"] >= 0.95 and at["test/clean_acc"] >= 0.9
+    assert sgd["clean_acc"] >= 0.95 and at["clean_acc"] >= 0.9  # and clean accuracy on the validation images
+
+
+@pytest.mark.parametrize(
+    "name,kind,eps,steps",
+    [
+        ("pgd_linf_8of255", "PGD", 8 / 255, 10),
+        ("pgd_linf_2of255", "PGD", 2 / 255, 10),
+        ("pgd20_linf_8of255", "PGD", 8 / 255, 20),
+        ("pgd_l2_64of255", "PGDL2", 64 / 255, 10),
+    ],
+)
+def test_evaluation_pgd_has_the_papers_step_size_and_a_random_start(trained_digits_model, name, kind, eps, steps):
+    """Read off the torchattacks object itself: α = ε/4, the named step count, random start (REFERENCE.md §1)."""
+    atk = build_attack(parse_attack(name), trained_digits_model, 10)
+    assert type(atk).__name__ == kind
+    assert atk.eps == pytest.approx(eps) and atk.alpha == pytest.approx(eps / 4)
+    assert atk.steps == steps and atk.random_start is True
+
+
+def test_pgd_accuracy_of_a_standard_model_is_strictly_below_clean(trained_digits_model, digits):
+    x, y = digits.test_x, digits.test_y
+    torch.manual_seed(0)
+    metrics = evaluate(trained_digits_model, x, y, 10, [parse_attack("pgd_linf_0.05")], n_robust=len(y))
+    clean, robust = metrics["clean_acc"], metrics["robust_acc/pgd_linf_0.05"]
+    assert clean > 0.95 and robust < clean - 0.05, (clean, robust)

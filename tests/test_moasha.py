@@ -334,3 +334,72 @@ def test_rungs_survive_an_interruption_and_tuner_restore(local_ray, tmp_path, mo
     # rungs it would have continued: the first result at a rung always does)
     assert [second[q]["epoch"] for q in strong + weak] == [3, 3, 1]
     assert list(restored_scheduler.stopped_at.values()) == [1]
+
+
+# --- the spec's scheduler block and what Optuna hears --------------------------------------------------------------
+
+SPEC = {"name": "t", "models": ["mlp"], "methods": {"sgd": {}}, "train": {"epochs": 10}}
+
+
+@pytest.mark.parametrize(
+    "scheduler,train,where",
+    [
+        ({"type": "asha"}, {}, "scheduler.type=asha: Input should be 'moasha'"),
+        ({"type": "moasha", "reduction_factor": 1}, {}, "scheduler.reduction_factor=1: Input should be greater than 1"),
+        ({"type": "moasha", "grace_period": 0}, {}, "scheduler.grace_period=0"),
+        ({"type": "moasha", "eta": 3}, {}, "scheduler.eta=3: Extra inputs are not permitted"),
+        (
+            {"type": "moasha", "grace_period": 10},
+            {},
+            "scheduler.grace_period: 10 must be below the trials' epochs (10)",
+        ),
+        ({"type": "moasha", "grace_period": 4}, {"epochs": {"low": 2, "high": 4}}, "trials' epochs (4)"),
+        ({"type": "moasha", "brackets": 4, "reduction_factor": 3}, {}, "scheduler.brackets: 4 brackets"),
+    ],
+)
+def test_bad_scheduler_blocks_name_the_field_and_value(scheduler, train, where):
+    from sweeps.spec import SpecError, validate_spec
+
+    with pytest.raises(SpecError) as e:
+        validate_spec({**SPEC, "train": {**SPEC["train"], **train}, "scheduler": scheduler}, "spec.yaml")
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("spec.yaml: ") and where in message, message
+
+
+@pytest.mark.parametrize("epochs,max_t", [(10, 10), ({"low": 2, "high": 12}, 12), ({"choices": [3, 7]}, 7), (None, 10)])
+def test_the_spec_gives_the_scheduler_its_objectives_and_epochs(epochs, max_t):
+    from sweeps.run import make_scheduler
+    from sweeps.spec import validate_spec
+
+    train = {} if epochs is None else {"epochs": epochs}  # unset: TrainConfig's default, 10
+    spec = validate_spec({**SPEC, "train": train, "scheduler": {"type": "moasha", "reduction_factor": 2}})
+    scheduler = make_scheduler(spec)
+    assert scheduler.max_t == spec.max_epochs == max_t and scheduler.time_attr == "epoch"
+    assert scheduler.metrics == ["clean_acc", "robust_acc/pgd_linf_2of255"] and scheduler.modes == ["max", "max"]
+    assert [r.milestone for r in scheduler.brackets[0]] == [2**k for k in range(int(math.log2(max_t)) + 1)]
+    assert make_scheduler(validate_spec(SPEC)) is None  # no block, no scheduler
+
+
+def test_optuna_hears_pruned_for_a_stopped_trial_fail_for_a_failed_one(tmp_path):
+    from sweeps.search import make_searcher
+    from sweeps.spec import validate_spec
+
+    spec = validate_spec({**SPEC, "train": {"epochs": 4, "lr": {"low": 0.01, "high": 0.1}}})
+    searcher = make_searcher(spec, "t", f"sqlite:///{tmp_path / 'optuna.db'}").searcher
+    values = dict.fromkeys(spec.directions, 0.5)
+    outcomes = {
+        "full": ({**values, "epochs": 4, "done": True}, "COMPLETE"),
+        "stopped": ({**values, "epochs": 1, "done": True}, "PRUNED"),
+        "diverged": ({**dict.fromkeys(spec.directions, math.nan), "failure": "loss is nan"}, "FAIL"),
+        "crashed": (None, "FAIL"),
+    }
+    for trial_id, (result, _) in outcomes.items():
+        assert searcher.suggest(trial_id)["epochs"] == 4 and searcher.planned_epochs[trial_id] == 4
+        searcher.on_trial_complete(trial_id, result, error=result is None)
+    study = searcher._ot_study
+    assert [t.state.name for t in study.trials] == [state for _, state in outcomes.values()]
+    assert study.trials[0].values == [0.5, 0.5] and study.trials[1].values is None  # PRUNED carries no values
+    searcher.save(str(tmp_path / "searcher.pkl"))  # what Tune saves with each experiment checkpoint
+    restored = make_searcher(spec, "t", f"sqlite:///{tmp_path / 'optuna.db'}").searcher
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.planned_epochs == dict.fromkeys(outcomes, 4)

@@ -1,5 +1,7 @@
 """Runs: repeatable, resumable from checkpoints to identical results, safe against foreign files, and loud on NaN."""
 
+import math
+
 import pytest
 import torch
 
@@ -96,6 +98,90 @@ def test_schedules():
     assert [lr_factor("piecewise", p) for p in (0, 0.74, 0.75, 0.89, 0.9, 0.99)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
     assert lr_factor("cosine", 0) == 1 and lr_factor("cosine", 0.5) == pytest.approx(0.5)
     assert lr_factor("constant", 0.9) == 1
+    # FastAT's one cycle (train_cifar.py's np.interp([0, 2/5, 1], [0, 1, 0])): up to the peak at 2/5, down to 0
+    cyclic = [lr_factor("cyclic", p) for p in (0, 0.2, 0.4, 0.7, 1.0)]
+    assert cyclic == [0, pytest.approx(0.5), 1, pytest.approx(0.5), 0]
+
+
+@pytest.mark.parametrize(
+    "name,kind", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]
+)
+def test_optimizer_choice_reaches_the_run(digits, name, kind):
+    config = TrainConfig(optimizer=name, lr=0.003, weight_decay=1e-4, momentum=0.5, epochs=1, eval_attacks=())
+    run = Run(config, digits)
+    assert type(run.optimizer) is kind
+    group = run.optimizer.param_groups[0]
+    assert group["lr"] == 0.003 and group["weight_decay"] == 1e-4
+    assert ("momentum" in group) == (name == "sgd")  # Adam and AdamW take no momentum
+    assert math.isfinite(run.train_epoch()["train_loss"])
+    sam = Run(config.model_copy(update={"method": "sam"}), digits)  # SAM wraps whichever base optimiser
+    assert type(sam.optimizer) is kind and math.isfinite(sam.train_epoch()["train_loss"])
+
+
+def test_dropout_and_init_reach_the_model(digits):
+    run = Run(TrainConfig(model="wrn", depth=10, width=1, dropout=0.2, init="msra", epochs=1, eval_attacks=()), digits)
+    assert [m.p for m in run.net.modules() if isinstance(m, torch.nn.Dropout)] == [0.2] * 3
+    assert all(torch.all(m.weight == 1) for m in run.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_config_carries_the_step_schedule_and_craft_mode(digits):
+    run = Run(TrainConfig(method="sam_at", eps=8 / 255, step_schedule="paper", craft_bn="train", epochs=1), digits)
+    pgd = run.step.input_perturbation
+    assert (pgd.steps, pgd.alpha, pgd.craft_bn) == (10, pytest.approx(2 / 255), "train")
+    with pytest.raises(ValueError, match="leave alpha unset"):
+        TrainConfig(method="at", step_schedule="paper", alpha=0.01)
+
+
+# all training images (no validation split): the guard test is calibrated on how far 2 epochs get
+FAST = dict(method="fast_at", eps=0.1, eval_attacks=("pgd_linf_0.1",), eval_n=100, val_split=0)
+
+
+def weights(run) -> dict:
+    return {k: v.detach().clone() for k, v in run.net.state_dict().items()}
+
+
+def test_fast_at_collapse_restores_the_best_epoch_and_ends_the_run_complete(tmp_path, digits):
+    """A collapse forced in epoch 3 (every weight zeroed in its last batch: the guard's PGD accuracy falls to
+    chance) stops training: the best epoch's weights come back, are evaluated with the final attacks, and the
+    result is reported as the run's last, with epochs = config.epochs so the sweep counts it complete."""
+    config = TrainConfig(epochs=5, **FAST)
+    reports, snapshots = [], {}
+
+    def on_epoch(metrics, run):
+        reports.append(dict(metrics))
+        snapshots[metrics["epoch"]] = weights(run)
+        run.save(tmp_path / "ck.pt")
+
+    def collapse_in_epoch_3(run, i):
+        if run.epoch == 2 and i == run.batches_per_epoch - 1:
+            with torch.no_grad():
+                for p in run.net.parameters():
+                    p.zero_()
+
+    final = fit(config, on_epoch=on_epoch, on_batch=collapse_in_epoch_3, data=digits)
+    assert [r["epoch"] for r in reports] == [1, 2, 5] and [r["epochs"] for r in reports] == [1, 2, 5]
+    assert [r["collapsed"] for r in reports] == [0, 0, 1] and all("collapse_epoch" not in r for r in reports[:2])
+    best = max((1, 2), key=lambda e: reports[e - 1]["guard_robust_acc"])
+    assert final["collapse_epoch"] == 3 and final["best_epoch"] == best
+    assert final["guard_robust_acc"] < reports[best - 1]["guard_robust_acc"] - config.collapse_drop
+    for k, v in snapshots[5].items():  # the weights the run ends with are the best epoch's, BatchNorm included
+        assert torch.equal(v, snapshots[best][k]), k
+    assert final["clean_acc"] == reports[best - 1]["clean_acc"] > 0.5
+    assert "test/robust_acc/pgd_linf_0.1" in final
+    resumed = fit(config, resume_from=tmp_path / "ck.pt", data=digits)  # a finished run reports itself again
+    assert {k: resumed[k] for k in ("epochs", "collapsed", "collapse_epoch", "best_epoch", "clean_acc")} == {
+        k: final[k] for k in ("epochs", "collapsed", "collapse_epoch", "best_epoch", "clean_acc")
+    }
+
+
+def test_fast_at_without_a_collapse_trains_every_epoch_and_says_so(digits):
+    reports = []
+    final = fit(TrainConfig(epochs=3, **FAST), on_epoch=lambda m, r: reports.append(m), data=digits)
+    assert [r["epoch"] for r in reports] == [1, 2, 3] and final["collapsed"] == 0 and "collapse_epoch" not in final
+    assert all(0 <= r["guard_robust_acc"] <= 1 for r in reports)
+    unguarded = fit(TrainConfig(epochs=1, collapse_guard=False, **FAST), data=digits)
+    assert "collapsed" not in unguarded and "guard_robust_acc" not in unguarded
+    assert "collapsed" not in fit(TrainConfig(epochs=1, eval_attacks=()), data=digits)  # only fast_at is guarded
 
 
 @pytest.mark.parametrize("model", ["preact_resnet18", "wrn", "vit_tiny"])

@@ -3,7 +3,7 @@
 import optuna
 import pytest
 
-from sweeps.space import SearchSpace
+from sweeps.space import SearchSpace, searched_params, train_config
 from sweeps.spec import SpecError, available_specs, load_spec, validate_spec
 
 GOOD = {
@@ -64,7 +64,20 @@ def test_defaults_give_clean_and_objective_attack():
         ({"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
         ({"train": {"rho": 0.1}}, "rho: set it at the top of the spec or under methods"),
         ({"train": {"epochs": 0}}, "epochs: 0 is not allowed"),
-        ({"train": {"optimizer": "adam"}}, "unknown training field 'optimizer'"),
+        ({"train": {"optimiser": "adam"}}, "unknown training field 'optimiser'"),
+        ({"train": {"step_schedule": "paper"}}, "step_schedule: set it at the top of the spec or under methods"),
+        ({"methods": {"sam": {"norm": "l2"}}}, "sam.norm: sam takes no 'norm'"),
+        ({"methods": {"fast_at": {"epochs": 0}}}, "fast_at.epochs: 0 is not allowed"),
+        ({"methods": {"at": {"step_schedule": "paper", "alpha": 0.01}}}, "at: alpha: step_schedule paper"),
+        ({"methods": {"sam": {"rho": {"linf": 0.1, "l2": 0.2}}}}, "sam.rho: per-norm values are for"),
+        ({"methods": {"at": {"eps": {"linf": 0.01, "l2": 2.0}}}}, "at.eps: 2.0 is not allowed"),
+        ({"per_model": {"mlp": {"lr": 0.01}}}, "per_model.mlp: mlp is not among the spec's models"),
+        ({"per_model": {"small_cnn": {"rho": 0.1}}}, "per_model.small_cnn.rho: set it at the top"),
+        ({"per_model": {"small_cnn": {"optimizer": "lbfgs"}}}, "per_model.small_cnn.optimizer: 'lbfgs' is not"),
+        (
+            {"methods": {"sgd": {"lr": 0.05}}, "per_model": {"small_cnn": {"lr": 0.01}}},
+            "per_model.small_cnn.lr: methods.sgd also sets lr",
+        ),
         ({"objective_attack": "pgd_linf"}, "unknown attack 'pgd_linf'"),
         ({"resources": {"gpu": -1}}, "resources.gpu=-1"),
         ({"name": "bad name!"}, "name='bad name!'"),
@@ -123,3 +136,70 @@ def test_conditional_parameters_only_appear_for_their_method():
     assert seen["sam"] == {frozenset({"model", "method", "lr", "sam.rho"})}
     assert seen["at"] == {frozenset({"model", "method", "lr", "at.eps"})}  # norm and steps are constants
     assert seen["sam_at"] == {frozenset({"model", "method", "lr", "sam_at.rho"})}
+
+
+def sample(spec, n=60, seed=1):
+    """n trials of the spec's space: (trial params, the decoded TrainConfig, searched_params) each."""
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=seed))
+    space, rows = SearchSpace(spec), []
+    for _ in range(n):
+        trial = study.ask()
+        config = space(trial) | trial.params  # as Ray merges them
+        rows.append((dict(trial.params), train_config(config), searched_params(config, spec)))
+        study.tell(trial, [0.5, 0.5])
+    return rows
+
+
+def test_per_model_fields_apply_to_every_method_of_that_model():
+    spec = validate_spec(
+        {
+            **GOOD,
+            "models": ["small_cnn", "mlp"],
+            "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.5}}},
+            "train": {"lr": {"low": 0.01, "high": 0.1, "log": True}, "schedule": "piecewise"},
+            "per_model": {"mlp": {"optimizer": "adam", "lr": 0.001, "schedule": "cosine"}},
+        }
+    )
+    seen = set()
+    for params, cfg, searched in sample(spec):
+        seen.add((cfg.model, cfg.method))
+        if cfg.model == "mlp":  # fixed for the model whatever the method; lr is not searched for it
+            assert (cfg.optimizer, cfg.lr, cfg.schedule) == ("adam", 0.001, "cosine") and "lr" not in params
+        else:
+            assert cfg.optimizer == "sgd" and cfg.schedule == "piecewise" and 0.01 <= cfg.lr <= 0.1
+            assert "lr" in params and searched["lr"] == cfg.lr
+    assert seen == {(m, k) for m in ("small_cnn", "mlp") for k in ("sgd", "sam")}
+
+
+def test_a_method_overrides_shared_training_fields_for_its_trials_only():
+    spec = validate_spec(
+        {
+            **GOOD,
+            "methods": {"sgd": {}, "fast_at": {"eps": 0.1, "epochs": 3, "schedule": "cyclic", "lr": 0.2}},
+            "train": {"epochs": 10, "lr": {"low": 0.01, "high": 0.1}, "schedule": "piecewise"},
+        }
+    )
+    assert spec.max_epochs == 10
+    for params, cfg, _ in sample(spec, n=30):
+        if cfg.method == "fast_at":
+            assert (cfg.epochs, cfg.schedule, cfg.lr, cfg.eps) == (3, "cyclic", 0.2, 0.1) and "lr" not in params
+        else:
+            assert (cfg.epochs, cfg.schedule) == (10, "piecewise") and 0.01 <= cfg.lr <= 0.1
+    longer = validate_spec({**GOOD, "methods": {"sgd": {"epochs": 30}}, "train": {"epochs": 10}})
+    assert longer.max_epochs == 30  # MO-ASHA's max_t covers a method's own epochs
+
+
+def test_eps_ranges_per_norm_follow_the_trials_norm():
+    spec = load_spec("cifar10")
+    at = spec.methods["at"]
+    assert at["step_schedule"] == "paper" and {"sam_at", "fast_at"} <= set(spec.methods)
+    norms = set()
+    for params, cfg, searched in sample(spec, n=80):
+        if cfg.method != "at":
+            continue
+        norms.add(cfg.norm)
+        low, high = (1 / 255, 8 / 255) if cfg.norm == "linf" else (16 / 255, 128 / 255)
+        assert low * 0.99 <= cfg.eps <= high * 1.01, (cfg.norm, cfg.eps)
+        assert f"at.eps.{cfg.norm}" in params and searched["eps"] == cfg.eps and searched["norm"] == cfg.norm
+        assert cfg.step_schedule == "paper" and cfg.alpha is None  # the step rule (test_step) resolves both from ε
+    assert norms == {"linf", "l2"}

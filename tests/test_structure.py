@@ -11,7 +11,7 @@ import pytest
 from sweeps.space import SearchSpace, method_key, searched_params, train_config
 from sweeps.spec import available_specs, load_spec
 from tests.conftest import SAMAT
-from trainables.vocabulary import METHOD_PARAMS, METHODS, reported_metrics
+from trainables.vocabulary import METHOD_PARAMS, METHODS, parse_attack, reported_metrics, test_metric
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -68,16 +68,20 @@ def test_frontier_list_and_help_import_no_torch(tiny_sweep):
 
 @pytest.mark.parametrize("name", available_specs())
 def test_every_metric_a_spec_may_name_is_reported_by_its_trials(name):
-    """The spec's objective vocabulary and the training core's reported metrics are one list: any objective a
-    spec accepts (timings included) is a metric its trials report, also as NaN when a trial diverges."""
+    """The spec's objective vocabulary and the training core's reported metrics are one list: a spec's objectives
+    (timings included) are metrics its trials report per epoch on validation images, also as NaN when a trial
+    diverges, and every attack it names is reported on the test images under `test/`."""
     spec = load_spec(name)
     study = optuna.create_study(directions=["maximize"] * len(spec.directions))
     for _ in range(8):
         config = SearchSpace(spec)(trial := study.ask())
         config |= trial.params
         cfg = train_config(config)
-        assert set(spec.metrics_reported) <= set(cfg.metric_names)
-        assert set(cfg.metric_names) == set(reported_metrics(cfg.epoch_attacks + cfg.eval_attacks))
+        assert set(spec.directions) <= set(cfg.metric_names) and not any(m.startswith("test/") for m in spec.directions)
+        assert {test_metric(parse_attack(a).metric) for a in [spec.objective_attack, *spec.final_attacks]} <= set(
+            cfg.metric_names
+        )
+        assert set(cfg.metric_names) == set(reported_metrics(cfg.epoch_attacks, cfg.eval_attacks))
 
 
 def test_method_parameters_encode_and_decode_once():

@@ -7,7 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trainables.vocabulary import Dataset, Method, Model, parse_attack, reported_metrics
+from trainables.vocabulary import (
+    DEFAULT_VAL_SPLIT,
+    INPUT_PERTURBATION,
+    Dataset,
+    Method,
+    Model,
+    parse_attack,
+    reported_metrics,
+)
 
 
 class TrainConfig(BaseModel):
@@ -24,21 +32,66 @@ class TrainConfig(BaseModel):
     model: Model = Field("small_cnn", description="architecture")
     depth: int = Field(28, ge=10, description="wrn depth (6n+4)")
     width: int = Field(10, ge=1, description="wrn width factor")
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="dropout between the two convolutions of each residual block of wrn and preact_resnet18 "
+        "(the paper's WRN-28-10: 0.3); other models ignore it",
+    )
+    init: Literal["torch", "msra", "paper"] = Field(
+        "torch",
+        description="weight initialisation of small_cnn, preact_resnet18 and wrn (mlp and vit_tiny keep their own): "
+        "torch = PyTorch's defaults; msra = convolutions N(0, 2/(k*k*c_out)), BatchNorm weight 1 bias 0, linear "
+        "bias 0 (the WRN authors' MSRinit; Wong et al.'s train_cifar.py); paper = the paper's WRN code: "
+        "kaiming normal fan_in, BatchNorm weight U(0,1) bias 0, linear bias 0",
+    )
     method: Method = Field("sgd", description="training method: input perturbation x weight perturbation")
     rho: float = Field(0.05, ge=0, description="SAM/ASAM radius ρ (ASAM typically 0.5-2)")
     eta: float = Field(0.01, ge=0, description="ASAM's η in T = |w| + η")
     norm: Literal["linf", "l2"] = Field("linf", description="adversarial-training threat model")
     eps: float = Field(8 / 255, ge=0, le=1, description="adversarial-training radius ε in pixel units [0, 1]")
-    attack_steps: int = Field(10, ge=1, description="PGD steps for at / sam_at")
-    alpha: float | None = Field(None, gt=0, description="attack step size (default 2.5ε/steps for PGD, 1.25ε for FGSM)")
+    attack_steps: int = Field(10, ge=1, description="PGD steps for at / sam_at (with step_schedule fixed)")
+    alpha: float | None = Field(
+        None,
+        gt=0,
+        description="attack step size (default 2.5ε/steps for PGD, 1.25ε for FGSM; step_schedule paper sets it)",
+    )
+    step_schedule: Literal["fixed", "paper"] = Field(
+        "fixed",
+        description="PGD steps and step size of at / sam_at: fixed = attack_steps and alpha; paper = the paper's "
+        "rule from ε: ℓ∞ ε <= 2/255: 5 steps of ε/2, larger ε: 10 steps of ε/4; ℓ2: 5 steps of ε/2",
+    )
+    craft_bn: Literal["eval", "train"] = Field(
+        "eval",
+        description="BatchNorm mode while crafting training attacks: eval = running statistics, left untouched "
+        "(Bag of Tricks for AT); train = batch statistics, each attack pass updating the running ones (as the "
+        "paper's, Wong's and Rice's code)",
+    )
+    collapse_guard: bool = Field(
+        True,
+        description="fast_at: after each epoch, PGD-5 (α = ε/4) accuracy on a fixed training minibatch; on a "
+        "collapse training stops and the best epoch's weights are kept (Wong et al. 2020's early stop)",
+    )
+    collapse_drop: float = Field(
+        0.2, gt=0, le=1, description="fast_at: a collapse is that accuracy falling more than this below its best"
+    )
     epochs: int = Field(10, ge=1, description="training epochs")
     batch_size: int = Field(128, ge=2, description="training batch size")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field(
+        "sgd",
+        description="base optimiser (SAM/ASAM wrap it): sgd uses lr, momentum, nesterov, weight_decay; adam "
+        "(L2 penalty, as the paper's DeiT runs) and adamw (decoupled decay) use lr and weight_decay and ignore "
+        "momentum and nesterov",
+    )
     lr: float = Field(0.1, gt=0, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(False, description="Nesterov momentum")
     weight_decay: float = Field(5e-4, ge=0, description="weight decay")
-    schedule: Literal["piecewise", "cosine", "constant"] = Field(
-        "piecewise", description="learning-rate schedule (piecewise: x0.1 at 75%, x0.01 at 90% of training)"
+    schedule: Literal["piecewise", "cosine", "constant", "cyclic"] = Field(
+        "piecewise",
+        description="learning-rate schedule (piecewise: x0.1 at 75%, x0.01 at 90% of training; cyclic: "
+        "0 up to lr at 2/5 of training, then down to 0, as FastAT's train_cifar.py)",
     )
     seed: int = Field(0, ge=0, description="random seed (CPU runs repeat exactly)")
     precision: Literal["fp32", "bf16"] = Field(
@@ -56,7 +109,15 @@ class TrainConfig(BaseModel):
         ("pgd_linf_2of255", "pgd_linf_8of255"), description="attacks evaluated after the last epoch, comma-separated"
     )
     epoch_attacks: tuple[str, ...] = Field((), description="attacks also evaluated after every epoch")
-    eval_n: int = Field(1000, ge=1, description="robust accuracy uses the first N test images")
+    eval_n: int = Field(1000, ge=1, description="robust accuracy uses the first N validation (and test) images")
+    val_split: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="share of the training images held out, seeded and class-stratified, for "
+        "per-epoch metrics and selection (default per data set: digits 0.2, others 0.1; 0: none, and then the "
+        "test images serve)",
+    )
 
     @field_validator("eval_attacks", "epoch_attacks", mode="before")
     @classmethod
@@ -69,12 +130,18 @@ class TrainConfig(BaseModel):
     def check_combination(self):
         if self.model == "wrn" and (self.depth - 4) % 6:
             raise ValueError(f"depth: wrn depth must be 6n+4 (16, 22, 28, 34, ...), got {self.depth}")
+        if self.step_schedule == "paper" and self.alpha is not None and INPUT_PERTURBATION[self.method] == "pgd":
+            raise ValueError("alpha: step_schedule paper sets the step size from ε; leave alpha unset")
         return self
 
     @property
     def metric_names(self) -> list[str]:
-        """Every metric a run of this config reports (a spec may name any of them as an objective)."""
-        return reported_metrics(dict.fromkeys(self.epoch_attacks + self.eval_attacks))
+        """Every metric a run of this config reports: per epoch on validation images, at the end on test ones."""
+        return reported_metrics(self.epoch_attacks, dict.fromkeys(self.epoch_attacks + self.eval_attacks))
+
+    @property
+    def validation_share(self) -> float:
+        return DEFAULT_VAL_SPLIT[self.dataset] if self.val_split is None else self.val_split
 
     @property
     def attack_specs(self):

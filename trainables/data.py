@@ -5,6 +5,7 @@ index slices of it, and crop/flip run as a few tensor ops per batch (the airbenc
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import pickle
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from trainables.vocabulary import DATASETS
+
+SPLIT_SEED = 0  # the validation split's: the same images for every trial, seed and resumed run
 
 
 class DataError(Exception):
@@ -35,6 +38,8 @@ class ImageData:
     std: tuple[float, ...]
     crop_padding: int  # random-crop padding in pixels (reflect); 0 disables the crop
     flip: bool  # random horizontal flip (wrong for digits, right for natural images)
+    val_x: torch.Tensor | None = None  # held out of the training images by `hold_out`
+    val_y: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:
@@ -45,9 +50,37 @@ class ImageData:
         return self.train_x.shape[-1]
 
     def to(self, device: torch.device) -> ImageData:
-        for field in ("train_x", "train_y", "test_x", "test_y"):
-            setattr(self, field, getattr(self, field).to(device, non_blocking=True))
+        for field in ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y"):
+            if getattr(self, field) is not None:
+                setattr(self, field, getattr(self, field).to(device, non_blocking=True))
         return self
+
+    def hold_out(self, fraction: float, seed: int = SPLIT_SEED) -> ImageData:
+        """A copy whose validation set is a seeded, class-stratified `fraction` of the training images (each
+        class gives round(fraction x its count)), removed from training; 0 holds out nothing."""
+        if not fraction:
+            return dataclasses.replace(self, val_x=None, val_y=None)
+        generator = torch.Generator().manual_seed(seed)
+        labels = self.train_y.cpu()
+        picked = []
+        for c in range(self.num_classes):
+            members = (labels == c).nonzero().flatten()
+            picked.append(members[torch.randperm(len(members), generator=generator)[: round(fraction * len(members))]])
+        val = torch.cat(picked).sort().values.to(self.train_y.device)
+        train = torch.ones(len(labels), dtype=torch.bool, device=self.train_y.device)
+        train[val] = False
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x[train],
+            train_y=self.train_y[train],
+            val_x=self.train_x[val],
+            val_y=self.train_y[val],
+        )
+
+    @property
+    def selection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images trials are evaluated and selected on every epoch: validation if held out, else test."""
+        return (self.val_x, self.val_y) if self.val_x is not None else (self.test_x, self.test_y)
 
 
 def augment(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:

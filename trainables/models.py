@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from trainables.vocabulary import MODELS
+
+CONV_MODELS = ("small_cnn", "preact_resnet18", "wrn")  # the models `init` re-initialises
 
 
 class Normalize(nn.Module):
@@ -95,12 +99,14 @@ class PreActResNet(nn.Module):
         return self.head(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def preact_resnet18(channels: int, num_classes: int) -> nn.Module:
-    return PreActResNet(channels, num_classes, 64, [64, 128, 256, 512], [2, 2, 2, 2])
+def preact_resnet18(channels: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    return PreActResNet(channels, num_classes, 64, [64, 128, 256, 512], [2, 2, 2, 2], dropout)
 
 
 def wrn(channels: int, num_classes: int, depth: int = 28, width: int = 10, dropout: float = 0.0) -> nn.Module:
-    """Wide ResNet-depth-width (Zagoruyko & Komodakis 2016): three stages of (depth-4)/6 pre-act blocks."""
+    """Wide ResNet-depth-width (Zagoruyko & Komodakis 2016): three stages of (depth-4)/6 pre-act blocks, dropout
+    between each block's two convolutions after the ReLU, as the authors' models/wide-resnet.lua (the paper's
+    WRN-28-10 code, riverback/SAM_AT_seg, drops out the first convolution's output before BatchNorm instead)."""
     if (depth - 4) % 6:
         raise ValueError(f"wrn depth must be 6n+4 (e.g. 16, 22, 28, 34), got {depth}")
     n = (depth - 4) // 6
@@ -120,7 +126,39 @@ def vit_tiny(channels: int, num_classes: int, image_size: int) -> nn.Module:
         image_size, patch, num_layers=12, num_heads=3, hidden_dim=192, mlp_dim=768, num_classes=num_classes
     )
     vit.conv_proj = nn.Conv2d(channels, 192, patch, patch)  # torchvision's stem assumes RGB
+    # initialised as torchvision's VisionTransformer.__init__ does its own patchify stem
+    fan_in = channels * patch * patch
+    nn.init.trunc_normal_(vit.conv_proj.weight, std=math.sqrt(1 / fan_in))
+    nn.init.zeros_(vit.conv_proj.bias)
     return vit
+
+
+def initialize(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialise convolutions, BatchNorms and linear layers in place.
+    msra — convolutions N(0, 2/(k·k·c_out)) (kaiming normal, fan_out), BatchNorm weight 1 bias 0, linear bias 0:
+           the WRN authors' `MSRinit`/`FCinit` (szagoruyko/wide-residual-networks models/utils.lua) and Wong et
+           al.'s `initialize_weights` (locuslab/fast_adversarial CIFAR10/train_cifar.py);
+    paper — the paper's WRN-28-10 code (riverback/SAM_AT_seg train_eval_scripts/model.py, after
+           hysts/pytorch_image_classification): kaiming normal fan_in, BatchNorm weight U(0, 1) bias 0, linear bias 0;
+    torch — leave PyTorch's defaults."""
+    if scheme == "torch":
+        return model
+    if scheme not in ("msra", "paper"):
+        raise ValueError(f"unknown init {scheme!r}; choose torch, msra or paper")
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out" if scheme == "msra" else "fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            if scheme == "msra":
+                nn.init.ones_(m.weight)
+            else:
+                nn.init.uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def build_model(
@@ -133,17 +171,23 @@ def build_model(
     std: tuple[float, ...],
     depth: int = 28,
     width: int = 10,
+    dropout: float = 0.0,
+    init: str = "torch",
 ) -> nn.Module:
+    """The model `name` behind its normalisation. `dropout` reaches preact_resnet18 and wrn blocks, `init` the
+    convolutional models (small_cnn, preact_resnet18, wrn); mlp and vit_tiny keep their own initialisation."""
     if name == "small_cnn":
         body = small_cnn(channels, num_classes)
     elif name == "mlp":
         body = mlp(channels, num_classes, image_size)
     elif name == "preact_resnet18":
-        body = preact_resnet18(channels, num_classes)
+        body = preact_resnet18(channels, num_classes, dropout)
     elif name == "wrn":
-        body = wrn(channels, num_classes, depth, width)
+        body = wrn(channels, num_classes, depth, width, dropout)
     elif name == "vit_tiny":
         body = vit_tiny(channels, num_classes, image_size)
     else:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if name in CONV_MODELS:
+        initialize(body, init)
     return nn.Sequential(Normalize(mean, std), body)

@@ -15,7 +15,16 @@ from trainables.config import TrainConfig
 from trainables.data import ImageData, augment, load_dataset
 from trainables.evaluate import evaluate
 from trainables.models import build_model
-from trainables.step import make_step
+from trainables.step import PGD, eval_mode, make_step
+from trainables.vocabulary import (
+    BEST_EPOCH,
+    COLLAPSE_EPOCH,
+    COLLAPSED,
+    EVAL_TIME_S,
+    GUARD_ROBUST_ACC,
+    INPUT_PERTURBATION,
+    test_metric,
+)
 
 CHECKPOINT_FORMAT = "samat-checkpoint-1"
 
@@ -40,7 +49,79 @@ def lr_factor(schedule: str, progress: float) -> float:
         return 1.0 if progress < 0.75 else 0.1 if progress < 0.9 else 0.01
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "cyclic":  # FastAT's one cycle (train_cifar.py): 0 -> peak at 2/5 of training -> 0
+        return progress / 0.4 if progress < 0.4 else max(0.0, (1 - progress) / 0.6)
     return 1.0
+
+
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    """The base optimiser: SGD with momentum (the paper's CNNs), Adam with an L2 penalty (its DeiT runs, lr 1e-3),
+    or AdamW (decoupled weight decay). Adam and AdamW take no momentum nor Nesterov."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
+    )
+
+
+class CollapseGuard:
+    """FastAT's guard against catastrophic overfitting (Wong et al. 2020; locuslab/fast_adversarial
+    CIFAR10/train_fgsm.py `--early-stop`). After every epoch it measures PGD accuracy on one fixed training
+    minibatch: the first `batch_size` training images, unaugmented, PGD-5 with α = ε/4 and a random start at the
+    training ε and norm (Wong's: 5 steps of 2/255 at ε = 8/255), model in eval mode. Accuracy falling more than
+    `collapse_drop` below its best so far is a collapse: the best epoch's weights (parameters and BatchNorm
+    statistics) are put back and training stops.
+
+    Where Wong's code differs: it compares with the previous epoch (not the best), keeps the previous epoch's
+    weights, and checks a fresh first minibatch each epoch. The best so far also catches a collapse spread over
+    two epochs, and one fixed minibatch keeps epochs comparable."""
+
+    STEPS = 5
+
+    def __init__(self, run: Run):
+        cfg = run.config
+        n = min(cfg.batch_size, len(run.data.train_y))
+        self.x = run.data.train_x[:n].contiguous(memory_format=run.memory_format)
+        self.y = run.data.train_y[:n]
+        self.attack = PGD(cfg.norm, cfg.eps, cfg.eps / 4, self.STEPS)
+        self.drop = cfg.collapse_drop
+        self.last_acc = math.nan
+        self.best_acc = -1.0
+        self.best_epoch = 0
+        self.best_weights: dict[str, torch.Tensor] = {}
+        self.collapse_epoch = 0  # 0: no collapse
+
+    def check(self, run: Run) -> bool:
+        """Measure after an epoch; True on a collapse, with the best epoch's weights back in `run.net`."""
+        adv = self.attack(run.model, self.x, self.y)
+        with eval_mode(run.model), torch.no_grad():
+            self.last_acc = (run.model(adv).argmax(1) == self.y).float().mean().item()
+        if self.last_acc > self.best_acc:
+            self.best_acc, self.best_epoch = self.last_acc, run.epoch
+            self.best_weights = {k: v.detach().clone() for k, v in run.net.state_dict().items()}
+        elif self.last_acc < self.best_acc - self.drop:
+            self.collapse_epoch = run.epoch
+            run.net.load_state_dict(self.best_weights)
+            return True
+        return False
+
+    def metrics(self) -> dict[str, float]:
+        collapsed = {COLLAPSE_EPOCH: self.collapse_epoch} if self.collapse_epoch else {}
+        return {
+            GUARD_ROBUST_ACC: self.last_acc,
+            COLLAPSED: int(self.collapse_epoch > 0),
+            BEST_EPOCH: self.best_epoch,
+        } | collapsed
+
+    def state_dict(self) -> dict:
+        keys = ("last_acc", "best_acc", "best_epoch", "collapse_epoch", "best_weights")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
 
 
 class Run:
@@ -49,6 +130,7 @@ class Run:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         data = data or load_dataset(config.dataset, config.data_dir, config.download, config.image_size)
+        data = data.hold_out(config.validation_share)  # the same validation images for every trial and seed
         self.data = data.to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         # `net` holds the weights (checkpoints, optimiser); `model` runs forward passes: the same module, or its
@@ -62,15 +144,11 @@ class Run:
             std=data.std,
             depth=config.depth,
             width=config.width,
+            dropout=config.dropout,
+            init=config.init,
         ).to(self.device, memory_format=self.memory_format)
         self.model = torch.compile(self.net) if config.compile else self.net
-        self.optimizer = torch.optim.SGD(
-            self.net.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-            weight_decay=config.weight_decay,
-        )
+        self.optimizer = make_optimizer(config, self.net.parameters())
         self.batches_per_epoch = max(1, len(data.train_y) // config.batch_size)  # drop the ragged last batch
         total = config.epochs * self.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -85,7 +163,11 @@ class Run:
             attack_steps=config.attack_steps,
             alpha=config.alpha,
             forward_dtype=torch.bfloat16 if config.precision == "bf16" else None,
+            step_schedule=config.step_schedule,
+            craft_bn=config.craft_bn,
         )
+        guarded = config.collapse_guard and INPUT_PERTURBATION[config.method] == "fgsm"
+        self.guard = CollapseGuard(self) if guarded else None
         self.epoch = 0
         self.train_time_s = 0.0
         self.eval_time_s = 0.0
@@ -123,13 +205,25 @@ class Run:
             "train_time_s": self.train_time_s,
         }
 
-    def evaluate(self, attacks=None) -> dict[str, float]:
+    def evaluate(self, attacks=None, on_test: bool = False) -> dict[str, float]:
+        """Clean accuracy and loss on all, robust accuracy on the first `eval_n` of the validation images (the
+        test images with `on_test`, their metrics named `test/...`; also without a validation split)."""
         cfg = self.config
-        attacks = cfg.attack_specs if attacks is None else attacks
+        attacks = cfg.epoch_attack_specs if attacks is None else attacks
+        x, y = (self.data.test_x, self.data.test_y) if on_test else self.data.selection
         start = time.perf_counter()
-        metrics = evaluate(self.model, self.data.test_x, self.data.test_y, self.data.num_classes, attacks, cfg.eval_n)
+        metrics = evaluate(self.model, x, y, self.data.num_classes, attacks, cfg.eval_n)
         self.eval_time_s += time.perf_counter() - start  # evaluate syncs with the device: the time is real
-        return metrics | {"eval_time_s": self.eval_time_s}
+        if on_test:
+            metrics = {test_metric(k): v for k, v in metrics.items()}
+        return metrics | {EVAL_TIME_S: self.eval_time_s}
+
+    def test(self) -> dict[str, float]:
+        """The test images, once after the last epoch, with every attack (epoch and final ones)."""
+        cfg = self.config
+        return self.evaluate(
+            [*cfg.epoch_attack_specs, *(a for a in cfg.attack_specs if a not in cfg.epoch_attack_specs)], on_test=True
+        )
 
     # ---- checkpoints: tensors, numbers and strings only, so torch.load(weights_only=True) can read them ----
 
@@ -145,12 +239,12 @@ class Run:
             "scheduler": self.scheduler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+        } | ({"guard": self.guard.state_dict()} if self.guard else {})
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         saved = state["config"]
-        for field in ("dataset", "model", "depth", "width", "method"):
-            if saved.get(field) != getattr(self.config, field):
+        for field in ("dataset", "model", "depth", "width", "method", "optimizer"):
+            if saved.get(field, TrainConfig.model_fields[field].default) != getattr(self.config, field):
                 raise CheckpointError(
                     f"{source}: saved for {field}={saved.get(field)!r}, this run has "
                     f"{field}={getattr(self.config, field)!r}"
@@ -166,6 +260,8 @@ class Run:
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.guard and "guard" in state:
+            self.guard.load_state_dict(state["guard"])
 
     def save(self, path: str | Path) -> Path:
         """Write atomically: a crash mid-write leaves the previous checkpoint, never half a file."""
@@ -200,24 +296,33 @@ def fit(
     resume_from: str | Path | None = None,
     data: ImageData | None = None,
 ) -> dict[str, float]:
-    """Train to `config.epochs`, calling `on_epoch(metrics, run)` after each epoch; the last epoch's metrics
-    (with every attack of `config.eval_attacks`) are returned. `resume_from` continues from a checkpoint."""
+    """Train to `config.epochs`, calling `on_epoch(metrics, run)` after each epoch with metrics on the validation
+    images; the last epoch's metrics also hold the test images' (`test/...`, every attack of `config.eval_attacks`)
+    and are returned. `resume_from` continues from a checkpoint.
+
+    fast_at runs also report their collapse guard's metrics every epoch (`guard_robust_acc`, `collapsed`,
+    `best_epoch`; see CollapseGuard). A collapse in epoch k ends the run there: the best epoch's weights are
+    restored, evaluated with every final attack, and reported as the run's last result with `epoch` = `epochs`
+    = config.epochs (the run is finished; the sweep layer counts it complete), `collapsed` = 1 and
+    `collapse_epoch` = k. Its checkpoint holds the restored weights, so resuming it reports the same result."""
     run = Run(config, data)
     if resume_from:
         run.load(resume_from)
     metrics: dict[str, float] = {}
     while run.epoch < config.epochs:
         metrics = run.train_epoch(on_batch)
-        last = run.epoch == config.epochs
-        attacks = config.epoch_attack_specs
-        if last:
-            attacks += [a for a in config.attack_specs if a not in attacks]
-        metrics |= run.evaluate(attacks)
+        if run.guard and run.guard.check(run):
+            run.epoch = metrics["epoch"] = config.epochs  # a collapse ends training with the best weights
+        metrics |= run.evaluate() | (run.guard.metrics() if run.guard else {})
+        if run.epoch == config.epochs:
+            metrics |= run.test()
         metrics["epochs"] = run.epoch
         if on_epoch:
             on_epoch(metrics, run)
     if not metrics:  # resumed from a checkpoint of the last epoch: nothing to train, report the result again
-        metrics = {"epoch": run.epoch, "epochs": run.epoch, "train_time_s": run.train_time_s} | run.evaluate()
+        metrics = {"epoch": run.epoch, "epochs": run.epoch, "train_time_s": run.train_time_s}
+        metrics |= run.evaluate() | run.test()
+        metrics |= run.guard.metrics() if run.guard else {}
         if on_epoch:
             on_epoch(metrics, run)
     return metrics

@@ -34,17 +34,41 @@ def eval_mode(model: nn.Module):
 
 
 @contextmanager
-def bn_running_stats_frozen(model: nn.Module):
-    """BatchNorm still normalises with batch statistics but momentum 0 keeps its running statistics as they are."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
+def craft_mode(model: nn.Module, bn: str):
+    """The mode attacks are crafted in: "eval" (running statistics, untouched; dropout off) or "train" (batch
+    statistics, each pass updating the running ones, as the paper's code does); the mode is restored after."""
+    was_training = model.training
+    model.train(bn == "train")
     try:
         yield
     finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
+        model.train(was_training)
+
+
+def bn_buffers(model: nn.Module) -> list[torch.Tensor]:
+    """Every BatchNorm's running_mean, running_var and num_batches_tracked (those it has), in one list."""
+    return [
+        b
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if b is not None
+    ]
+
+
+@contextmanager
+def bn_running_stats_frozen(model: nn.Module):
+    """BatchNorm still normalises with batch statistics, and its running statistics end as they were: snapshot
+    and restored, which also holds for `momentum=None` (a cumulative average over num_batches_tracked, where
+    setting momentum to 0 would not help)."""
+    buffers = bn_buffers(model)
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        if buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(buffers, saved)
 
 
 # ---- input perturbations -------------------------------------------------------------------------------------
@@ -58,7 +82,8 @@ class NoInputPerturbation:
 @dataclass
 class PGD:
     """Projected gradient ascent on the loss in the ε-ball around x, clipped to [0, 1] (Madry et al. 2018).
-    Crafted with the model in eval mode so attack passes never touch BatchNorm statistics."""
+    Crafted with the model in eval mode by default, so attack passes never touch BatchNorm statistics;
+    `craft_bn="train"` crafts in train mode as the paper's code does (batch statistics, running ones updated)."""
 
     norm: str  # "linf" | "l2"
     eps: float
@@ -66,6 +91,7 @@ class PGD:
     steps: int
     random_start: bool = True
     forward_dtype: torch.dtype | None = None  # bf16 autocast for the attack's forward passes
+    craft_bn: str = "eval"  # "eval" | "train": the model's mode while crafting
 
     def project(self, delta: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
@@ -89,7 +115,7 @@ class PGD:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         delta = self.random_delta(x) if self.random_start else torch.zeros_like(x)
         delta = (x + delta).clamp(0, 1) - x
-        with eval_mode(model):
+        with craft_mode(model, self.craft_bn):
             for _ in range(self.steps):
                 delta.requires_grad_(True)
                 with autocast(x, self.forward_dtype):
@@ -105,10 +131,43 @@ class PGD:
 class FGSM(PGD):
     """FastAT's FGSM (Wong et al. 2020): one step of α = 1.25ε from a uniform random start in the ε-ball."""
 
-    def __init__(self, norm: str, eps: float, alpha: float | None = None, forward_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        norm: str,
+        eps: float,
+        alpha: float | None = None,
+        forward_dtype: torch.dtype | None = None,
+        craft_bn: str = "eval",
+    ):
         super().__init__(
-            norm, eps, 1.25 * eps if alpha is None else alpha, steps=1, random_start=True, forward_dtype=forward_dtype
+            norm,
+            eps,
+            1.25 * eps if alpha is None else alpha,
+            steps=1,
+            random_start=True,
+            forward_dtype=forward_dtype,
+            craft_bn=craft_bn,
         )
+
+
+PAPER_SMALL_EPS = 2 / 255  # the paper's AT: ℓ∞ ε up to this takes 5 steps of ε/2, larger ε 10 steps of ε/4
+
+
+def pgd_steps(
+    norm: str, eps: float, attack_steps: int = 10, alpha: float | None = None, step_schedule: str = "fixed"
+) -> tuple[int, float]:
+    """(steps, α) of training PGD. fixed: `attack_steps`, and α = 2.5ε/steps unless given (Madry et al.'s
+    ratio); paper: the paper's rule (weizeming/SAM_AT's runs): ℓ∞ ε <= 2/255 -> 5 steps of ε/2, ℓ∞ ε > 2/255 ->
+    10 steps of ε/4, ℓ2 (ε 16-128/255) -> 5 steps of ε/2."""
+    if step_schedule == "paper":
+        if alpha is not None:
+            raise ValueError("step_schedule paper sets the step size from ε; leave alpha unset")
+        if norm == "l2" or eps <= PAPER_SMALL_EPS * (1 + 1e-6):  # 2/255 written as a decimal still counts
+            return 5, eps / 2
+        return 10, eps / 4
+    if step_schedule != "fixed":
+        raise ValueError(f"unknown step_schedule {step_schedule!r}; choose fixed or paper")
+    return attack_steps, 2.5 * eps / attack_steps if alpha is None else alpha
 
 
 # ---- weight perturbations ------------------------------------------------------------------------------------
@@ -132,20 +191,26 @@ class SAM:
     def __init__(self, rho: float):
         self.rho = rho
 
-    def perturbation(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    def perturbation(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], scaled: list[bool] | None = None
+    ) -> list[torch.Tensor]:
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         return torch._foreach_mul(grads, self.rho / (norm + 1e-12))
+
+    def ascent_params(self, model: nn.Module) -> tuple[list[torch.Tensor], list[bool] | None]:
+        """The parameters the ascent moves (those with a gradient) and, for ASAM, which of them it scales."""
+        return [p for p in model.parameters() if p.grad is not None], None
 
     def step(self, model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer):
         optimizer.zero_grad(set_to_none=True)
         loss, logits = loss_fn()
         loss.backward()
-        params = [p for p in model.parameters() if p.grad is not None]
+        params, scaled = self.ascent_params(model)
         with torch.no_grad():  # ascent
-            e = self.perturbation(params, [p.grad for p in params])
+            e = self.perturbation(params, [p.grad for p in params], scaled)
             torch._foreach_add_(params, e)
         optimizer.zero_grad(set_to_none=True)
-        with bn_running_stats_frozen(model):  # descent
+        with bn_running_stats_frozen(model):  # descent: running statistics stay as the first pass left them
             loss_fn()[0].backward()
         with torch.no_grad():
             torch._foreach_sub_(params, e)
@@ -155,17 +220,31 @@ class SAM:
 
 class ASAM(SAM):
     """Adaptive SAM (Kwon et al. 2021): the ball is scaled per weight by T = |w| + η, e = ρ·T²g/‖Tg‖, so the
-    sharpness measure is invariant to rescaling the weights."""
+    sharpness measure is invariant to rescaling the weights. As the authors' code (SamsungLabs/ASAM, copied by
+    the paper's fork) only parameters whose name contains `weight` are scaled; the others (biases, ViT's class
+    token and position embedding) keep T = 1. The norm runs over all parameters."""
 
     def __init__(self, rho: float, eta: float = 0.01):
         super().__init__(rho)
         self.eta = eta
 
-    def perturbation(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
-        scales = torch._foreach_add(torch._foreach_abs(params), self.eta)
-        scaled = torch._foreach_mul(grads, scales)  # T g
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(scaled)))
-        return torch._foreach_mul(torch._foreach_mul(scaled, scales), self.rho / (norm + 1e-12))
+    def perturbation(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], scaled: list[bool] | None = None
+    ) -> list[torch.Tensor]:
+        idx = list(range(len(params))) if scaled is None else [i for i, s in enumerate(scaled) if s]
+        tg, t2g = list(grads), list(grads)  # T g and T² g, with T = 1 outside `idx`
+        if idx:
+            t = torch._foreach_add(torch._foreach_abs([params[i] for i in idx]), self.eta)
+            scaled_once = torch._foreach_mul([grads[i] for i in idx], t)
+            scaled_twice = torch._foreach_mul(scaled_once, t)
+            for i, once, twice in zip(idx, scaled_once, scaled_twice):
+                tg[i], t2g[i] = once, twice
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tg)))
+        return torch._foreach_mul(t2g, self.rho / (norm + 1e-12))
+
+    def ascent_params(self, model: nn.Module) -> tuple[list[torch.Tensor], list[bool]]:
+        named = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+        return [p for _, p in named], ["weight" in n for n, _ in named]
 
 
 # ---- the composition -----------------------------------------------------------------------------------------
@@ -199,13 +278,18 @@ def make_step(
     attack_steps: int = 10,
     alpha: float | None = None,
     forward_dtype: torch.dtype | None = None,
+    step_schedule: str = "fixed",
+    craft_bn: str = "eval",
 ) -> TrainStep:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    pgd = PGD(
-        norm, eps, 2.5 * eps / attack_steps if alpha is None else alpha, attack_steps, forward_dtype=forward_dtype
-    )
-    fgsm = FGSM(norm, eps, alpha, forward_dtype=forward_dtype)
-    inputs = {"none": NoInputPerturbation(), "pgd": pgd, "fgsm": fgsm}[INPUT_PERTURBATION[method]]
+    kind = INPUT_PERTURBATION[method]
+    if kind == "pgd":  # the step schedule is PGD's alone: only resolved for methods that craft with PGD
+        steps, step_size = pgd_steps(norm, eps, attack_steps, alpha, step_schedule)
+        inputs = PGD(norm, eps, step_size, steps, forward_dtype=forward_dtype, craft_bn=craft_bn)
+    elif kind == "fgsm":
+        inputs = FGSM(norm, eps, alpha, forward_dtype=forward_dtype, craft_bn=craft_bn)
+    else:
+        inputs = NoInputPerturbation()
     weights = {"none": NoWeightPerturbation(), "sam": SAM(rho), "asam": ASAM(rho, eta)}[WEIGHT_PERTURBATION[method]]
     return TrainStep(inputs, weights, forward_dtype)

@@ -4,18 +4,23 @@ Pure Python (no torch), so every layer and every command can speak them without 
 
 A method is an input perturbation composed with a weight perturbation (the paper's duality):
 
-    method   input perturbation      weight perturbation    fields a sweep may search
+    method   input perturbation      weight perturbation    its own fields (METHOD_PARAMS)
     sgd      none                    none
     sam      none                    SAM(ρ)                 rho
     asam     none                    ASAM(ρ, η)             rho, eta
-    at       PGD(ε, k steps)         none                   norm, eps, attack_steps, alpha
+    at       PGD(ε, k steps)         none                   norm, eps, attack_steps, alpha, step_schedule
     fast_at  FGSM(ε, random start)   none                   norm, eps, alpha
-    sam_at   PGD(ε, k steps)         SAM(ρ)                 rho, norm, eps, attack_steps, alpha
+    sam_at   PGD(ε, k steps)         SAM(ρ)                 rho, norm, eps, attack_steps, alpha, step_schedule
+
+A sweep spec sets a method's own fields under that method only; a method may also override any shared training
+field (fast_at's cyclic schedule and fewer epochs, say), which `sweeps/spec.py` checks.
 
 An attack is named the way its metric is keyed, so a name round-trips: `pgd_linf_2of255` is PGD-10 ℓ∞ with
 ε = 2/255 (α = ε/4, random start) and reports `robust_acc/pgd_linf_2of255`. Grammar: `KIND[STEPS]_NORM_EPS`
-with KIND in fgsm, pgd, autoattack, fab, square; STEPS only for pgd (default 10); NORM linf | l2; EPS `8of255`
-or a plain number such as `0.1`. CW (c = 1, unbounded ℓ2) is `cw[STEPS]`.
+with KIND in fgsm, pgd, apgd, autoattack, fab, square; STEPS only for pgd (default 10), apgd (APGD-CE, default
+100: `apgd20_linf_8of255` is a cheaper per-epoch option) and square (queries, default 5000); NORM linf | l2;
+EPS `8of255` or a plain number such as `0.1`. `autoattack_*` is the reference standard AutoAttack (see
+trainables.evaluate). CW (c = 1, unbounded ℓ2) is `cw[STEPS]`.
 """
 
 from __future__ import annotations
@@ -27,15 +32,23 @@ from typing import Literal, get_args
 Method = Literal["sgd", "sam", "asam", "at", "fast_at", "sam_at"]
 Model = Literal["small_cnn", "mlp", "preact_resnet18", "wrn", "vit_tiny"]
 Dataset = Literal["digits", "cifar10", "cifar100", "tinyimagenet"]
+# the share of the training images held out for validation, per data set (digits: 288 of 1438 images;
+# CIFAR: 5000 of 50000; Tiny ImageNet: 10000 of 100000), drawn with a fixed seed so every trial sees the same
+DEFAULT_VAL_SPLIT = {"digits": 0.2, "cifar10": 0.1, "cifar100": 0.1, "tinyimagenet": 0.1}
 METHODS: tuple[str, ...] = get_args(Method)
 MODELS: tuple[str, ...] = get_args(Model)
 DATASETS: tuple[str, ...] = get_args(Dataset)
 
 INPUT_PERTURBATION = {"sgd": "none", "sam": "none", "asam": "none", "at": "pgd", "fast_at": "fgsm", "sam_at": "pgd"}
 WEIGHT_PERTURBATION = {"sgd": "none", "sam": "sam", "asam": "asam", "at": "none", "fast_at": "none", "sam_at": "sam"}
-_INPUT_FIELDS = {"none": (), "pgd": ("norm", "eps", "attack_steps", "alpha"), "fgsm": ("norm", "eps", "alpha")}
+_INPUT_FIELDS = {
+    "none": (),
+    "pgd": ("norm", "eps", "attack_steps", "alpha", "step_schedule"),
+    "fgsm": ("norm", "eps", "alpha"),
+}
 _WEIGHT_FIELDS = {"none": (), "sam": ("rho",), "asam": ("rho", "eta")}
-# the training fields each method's search space may set: its weight perturbation's, then its input perturbation's
+# each method's own training fields, which no other method takes: its weight perturbation's, then its input
+# perturbation's (a spec's method entry may also override shared training fields; sweeps/spec.py)
 METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     m: _WEIGHT_FIELDS[WEIGHT_PERTURBATION[m]] + _INPUT_FIELDS[INPUT_PERTURBATION[m]] for m in METHODS
 }
@@ -50,21 +63,38 @@ EVAL_TIME_S = "eval_time_s"
 EPOCH = "epoch"  # the epoch just finished (Ray's time attribute for samat trials)
 EPOCHS = "epochs"  # epochs done so far, reported with every result
 BASE_METRICS = (CLEAN_ACC, TEST_LOSS, TRAIN_LOSS, TRAIN_ACC, TRAIN_TIME_S, EVAL_TIME_S)
+# FastAT's guard against catastrophic overfitting (reported by fast_at runs only, every epoch; not objectives)
+GUARD_ROBUST_ACC = "guard_robust_acc"  # PGD accuracy on the guard's fixed training minibatch after this epoch
+COLLAPSED = "collapsed"  # 1 once the guard stopped training on a collapse, else 0
+COLLAPSE_EPOCH = "collapse_epoch"  # the epoch whose collapse stopped training (reported once collapsed)
+BEST_EPOCH = "best_epoch"  # the epoch of the best guard accuracy: a collapsed run ends with its weights
 ROBUST_PREFIX = "robust_acc/"
+
+
+TEST_PREFIX = "test/"  # the test set's metrics, evaluated once after the last epoch (the others: validation)
 
 
 def robust_metric(attack_name: str) -> str:
     return f"{ROBUST_PREFIX}{attack_name}"
 
 
-def reported_metrics(attack_names) -> list[str]:
-    """Every metric a run evaluating these attacks reports: the base ones, then robust accuracy per attack."""
-    return [*BASE_METRICS, *(robust_metric(a) for a in attack_names)]
+def test_metric(metric: str) -> str:
+    return f"{TEST_PREFIX}{metric}"
+
+
+def reported_metrics(epoch_attacks, test_attacks=()) -> list[str]:
+    """Every metric a run reports: the base ones and robust accuracy per epoch attack (on the validation images),
+    then clean accuracy, loss and robust accuracy per final attack on the test images."""
+    return [
+        *BASE_METRICS,
+        *(robust_metric(a) for a in epoch_attacks),
+        *(test_metric(m) for m in (CLEAN_ACC, TEST_LOSS, *(robust_metric(a) for a in test_attacks))),
+    ]
 
 
 # ---- attack names ----------------------------------------------------------------------------------------------
-ATTACK_KINDS = ("fgsm", "pgd", "autoattack", "fab", "square", "cw")
-DEFAULT_STEPS = {"pgd": 10, "cw": 10}
+ATTACK_KINDS = ("fgsm", "pgd", "apgd", "autoattack", "fab", "square", "cw")
+DEFAULT_STEPS = {"pgd": 10, "apgd": 100, "square": 5000, "cw": 10}  # square: queries
 _NAME = re.compile(
     r"^(?P<kind>[a-z]+?)(?P<steps>\d+)?(?:_(?P<norm>linf|l2)_(?P<eps>\d+(?:\.\d+)?(?:e-?\d+)?)"
     r"(?P<of255>of255)?)?$"
@@ -103,8 +133,8 @@ def parse_attack(name: str) -> AttackSpec:
         or (m["steps"] and kind not in DEFAULT_STEPS)
     ):
         raise ValueError(
-            f"unknown attack {name!r}: expected KIND[STEPS]_NORM_EPS such as pgd_linf_8of255, "
-            f"pgd20_l2_0.5, fgsm_linf_8of255, autoattack_linf_8of255, fab_l2_0.5, square_linf_8of255, "
+            f"unknown attack {name!r}: expected KIND[STEPS]_NORM_EPS such as pgd_linf_8of255, pgd20_l2_0.5, "
+            f"apgd_linf_8of255, fgsm_linf_8of255, autoattack_linf_8of255, fab_l2_0.5, square_linf_8of255, "
             f"or cw / cw50 (KIND in {', '.join(ATTACK_KINDS)})"
         )
     steps = int(m["steps"]) if m["steps"] else DEFAULT_STEPS.get(kind, 0)
