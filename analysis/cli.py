@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from analysis.curves import method_summary, write_curves
 from analysis.export import FORMATS, write_table
 from analysis.pareto import as_maximised
 from analysis.plots import PLOT_FORMATS, write_plot
@@ -65,6 +66,12 @@ def add_frontier_parser(subparsers):
     plot = action("plot", "plot all trials and the front (PNG via matplotlib, interactive HTML via plotly)")
     plot.add_argument("sweep", metavar="SWEEP")
     plot.add_argument("-o", "--output", required=True, metavar="FILE", help="FILE.png or FILE.html")
+    plot.add_argument(
+        "--curves",
+        action="store_true",
+        help="the paper's figure instead: test accuracy against "
+        "attack radius for each front point and each method's best, and a per-method summary",
+    )
     compare = action(
         "compare", "hypervolume of two sweeps on a common reference, and how much of each front the other dominates"
     )
@@ -137,6 +144,14 @@ def frontier_command(args: argparse.Namespace) -> int:
             rows = record.table(front_only=args.front_only)
             write_table(rows, output)
             console.print(f"wrote {len(rows)} {'front ' if args.front_only else ''}trials of {record.name} to {output}")
+        elif args.action == "plot" and args.curves:
+            record = store.load_sweep(args.sweep)
+            try:
+                write_curves(record, output)
+            except ValueError as e:
+                raise UsageError(f"SWEEP={record.name}: {e}") from None
+            console.print(summary_table(record))
+            console.print(f"wrote the robustness curves of {record.name} to {output}")
         elif args.action == "plot":
             record = store.load_sweep(args.sweep)
             write_plot(record, output)
@@ -197,7 +212,13 @@ def front_table(title: str, objectives: list[str], front: list[TrialRow]) -> Tab
     tests = [t for t in dict.fromkeys(k for r in front for k, v in r.test_values.items() if v is not None)]
     table = Table(title=title)
     for column in ("trial", "method", "model", "params", *objectives, *tests):
-        table.add_column(column, justify="right" if column in (*objectives, *tests) else "left")
+        # a trial id is never cut (it is what users copy); narrow terminals wrap the params instead
+        table.add_column(
+            column,
+            justify="right" if column in (*objectives, *tests) else "left",
+            no_wrap=column == "trial",
+            min_width=8 if column == "trial" else None,
+        )
     for row in front:
         test_cells = (f"{row.test_values[t]:.4f}" if row.test_values.get(t) is not None else "-" for t in tests)
         table.add_row(
@@ -223,6 +244,28 @@ def show_front(record, console) -> None:
         console.print(stopped_line(record.stopped, len(record.rows)), soft_wrap=True)
 
 
+def summary_table(record: SweepRecord) -> Table:
+    """Per method, on the test images: best clean, best robust, robust at matched clean accuracy."""
+    rows = method_summary(record)
+    table = Table(
+        title=f"{record.name} by method (test images; matched clean = the least clean method's best, "
+        f"{rows[0]['matched_clean']:.4f})"
+        if rows
+        else f"{record.name} by method"
+    )
+    for column in ("method", "trials", "best clean", "best robust", "robust at matched clean"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for r in rows:
+        table.add_row(
+            r["method"],
+            str(r["trials"]),
+            f"{r['best_clean']:.4f}",
+            f"{r['best_robust']:.4f}",
+            f"{r['robust_at_matched_clean']:.4f}",
+        )
+    return table
+
+
 def seeded_front_table(title: str, record: SweepRecord) -> Table:
     """The front with each objective as mean ± std over the trial and its reseeds, the number of seeds, and the
     neighbour each point cannot be told from within that noise."""
@@ -231,7 +274,12 @@ def seeded_front_table(title: str, record: SweepRecord) -> Table:
         f"mean ± std overlaps its own in every objective"
     )
     for column in ("trial", "method", "model", "params", *record.objectives, "seeds", "not separable from"):
-        table.add_column(column, justify="right" if column in (*record.objectives, "seeds") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in (*record.objectives, "seeds") else "left",
+            no_wrap=column == "trial",
+            min_width=8 if column == "trial" else None,
+        )
     inseparable = record.inseparable()
     for row in record.front:
         stats = record.seed_stats(row)

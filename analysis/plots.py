@@ -3,6 +3,7 @@ PNG through matplotlib, interactive HTML (hover shows each trial's parameters) t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from analysis.trials import TrialRow
@@ -17,16 +18,23 @@ def colour(method: str) -> str:
     return palette[METHODS.index(method) % len(palette)] if method in METHODS else "#7f7f7f"
 
 
+@contextmanager
+def written_whole(path: Path):
+    """Yields a temporary path beside `path` to write to; it becomes `path` only if the writing succeeded."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_plot(record, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix not in PLOT_FORMATS:
         raise ValueError(f"unknown plot format {path.suffix or '(none)'!r}: use .png or .html")
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
+    with written_whole(path) as tmp:
         (_png if path.suffix == ".png" else _html)(record, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

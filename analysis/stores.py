@@ -29,5 +29,6 @@ def set_quiet_mlflow_env() -> None:
     set-up logging is quieted."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar for spec.yaml's download
     for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is noise on every new store
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -24,6 +24,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from analysis.curves import method_summary, write_curves
 from analysis.export import write_table
 from analysis.plots import write_plot
 from analysis.stores import TrackingError, artifact_root
@@ -213,9 +214,22 @@ class SweepStore:
     def close_sweep(self, name: str, finished: bool) -> SweepRecord:
         record = self.update_front(name)
         self.log_front_artifacts(record, html=True)
+        self.log_curves(record)
         self.client.set_tag(record.parent_run_id, STATUS, "finished" if finished else "interrupted")
         self.client.set_terminated(record.parent_run_id, "FINISHED" if finished else "KILLED")
         return record
+
+    def log_curves(self, record: SweepRecord) -> None:
+        """The paper's figure (test accuracy against radius; `samat frontier plot --curves`) and the per-method
+        summary under `curves/` on the parent run, when the final attacks give two or more radii."""
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                for file in ("robustness_curves.png", "robustness_curves.html"):
+                    write_curves(record, Path(folder) / file)
+            except ValueError:  # the spec's final attacks give no curve
+                return
+            write_table(method_summary(record), Path(folder) / "method_summary.json")
+            self.client.log_artifacts(record.parent_run_id, folder, "curves")
 
     def record_certificate(self, run_id: str, accuracies: dict[str, float], verdict: str, reasons: list[str]) -> None:
         """A trial's certification: `certified/<attack>` metrics and the tag `certified` = true | suspect."""

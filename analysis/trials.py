@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from analysis.pareto import hypervolume, pareto_ranks
-from trainables.vocabulary import EPOCHS, test_metric
+from trainables.vocabulary import EPOCHS, metric_on_test
 
 Status = Literal["complete", "stopped", "running", "unfinished", "error"]
 
@@ -41,7 +41,7 @@ class TrialRow:
     @property
     def test_values(self) -> dict[str, float | None]:
         """The objectives' metrics on the test images (reported once, after the last epoch)."""
-        return {test_metric(m): self.metrics.get(test_metric(m)) for m in self.objectives}
+        return {metric_on_test(m): self.metrics.get(metric_on_test(m)) for m in self.objectives}
 
     @property
     def rankable(self) -> bool:

@@ -281,12 +281,18 @@ def print_certificates(sweep, certificates: dict, console: Console) -> None:
 
     objective, _ = certified_radii(sweep.spec)
     rows = sorted((r for r in sweep.record.rows if r.trial_id in certificates), key=lambda r: r.rank)
+    images = max(c.images for c in certificates.values())
     table = Table(
-        title=f"certified: {sweep.record.name}, {len(rows)} point(s), first {sweep.spec.eval_n} test images, "
+        title=f"certified: {sweep.record.name}, {len(rows)} point(s), first {images} test images, "
         f"ε = {objective.name.rsplit('_', 1)[-1]} ({objective.norm})"
     )
     for column in ("trial", "rank", "method", "params", "clean", "PGD-10", "AutoAttack", "gap", "verdict"):
-        table.add_column(column, justify="left" if column in ("trial", "method", "params", "verdict") else "right")
+        table.add_column(
+            column,
+            justify="left" if column in ("trial", "method", "params", "verdict") else "right",
+            no_wrap=column == "trial",
+            min_width=8 if column == "trial" else None,
+        )
     for g in gap_rows(rows, certificates, objective):
         row = g["row"]
         table.add_row(

@@ -32,6 +32,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV") is None:
         ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
     ray.init(
+        address="local",  # a Ray of its own: without it ray.init joins a Ray already running here (another sweep's)
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
         logging_level="ERROR",

@@ -166,3 +166,25 @@ def test_resume_after_ctrl_c_keeps_the_rung_records(tmp_path):
     assert record.status == "finished" and len(record.rows) == 6
     assert {r.trial_id: r.stopped_at for r in record.stopped} == after["stopped_at"]
     assert all(r.status in ("complete", "stopped") for r in record.rows)
+
+
+def test_the_progress_line_of_a_stopped_trial_says_where_it_stopped():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from sweeps.progress import SweepDisplay
+    from sweeps.spec import validate_spec
+
+    spec = validate_spec(stopping_spec())
+    out = io.StringIO()
+    display = SweepDisplay(spec, 2, Console(file=out, width=200))
+    config = {**spec.base_config(), "model": "mlp", "method": "sgd", "lr": 0.05, "epochs": 4}
+    values = dict.fromkeys(spec.directions, 0.5)
+    for trial_id, epochs in (("stopped1", 2), ("complete", 4)):
+        result = {**values, "epoch": epochs, "epochs": epochs, "done": True, "time_total_s": 1.0}
+        display.trial_finished(SimpleNamespace(trial_id=trial_id, config=config, last_result=result))
+    lines = out.getvalue().splitlines()
+    assert any("stopped1" in line and "stopped at epoch 2 by MO-ASHA" in line for line in lines), lines
+    assert not any("complete" in line and "stopped" in line for line in lines), lines

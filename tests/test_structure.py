@@ -11,7 +11,7 @@ import pytest
 from sweeps.space import SearchSpace, method_key, searched_params, train_config
 from sweeps.spec import available_specs, load_spec
 from tests.conftest import SAMAT
-from trainables.vocabulary import METHOD_PARAMS, METHODS, parse_attack, reported_metrics, test_metric
+from trainables.vocabulary import METHOD_PARAMS, METHODS, metric_on_test, parse_attack, reported_metrics
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -41,7 +41,7 @@ def test_ruff_lint_and_format_are_clean():
         ["train"],
         ["sweep"],
         ["frontier"],
-        *(["frontier", a] for a in ("list", "show", "export", "plot", "compare", "ui")),
+        *(["frontier", a] for a in ("list", "show", "export", "plot", "compare", "ui", "certify", "reseed")),
     ],
 )
 def test_every_help_exits_0(command):
@@ -78,7 +78,7 @@ def test_every_metric_a_spec_may_name_is_reported_by_its_trials(name):
         config |= trial.params
         cfg = train_config(config)
         assert set(spec.directions) <= set(cfg.metric_names) and not any(m.startswith("test/") for m in spec.directions)
-        assert {test_metric(parse_attack(a).metric) for a in [spec.objective_attack, *spec.final_attacks]} <= set(
+        assert {metric_on_test(parse_attack(a).metric) for a in [spec.objective_attack, *spec.final_attacks]} <= set(
             cfg.metric_names
         )
         assert set(cfg.metric_names) == set(reported_metrics(cfg.epoch_attacks, cfg.eval_attacks))

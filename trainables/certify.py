@@ -56,6 +56,7 @@ class Certificate:
     eps: float
     norm: str
     accuracies: dict[str, float]  # attack name (or clean_acc) -> accuracy on the certified images
+    images: int
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -156,4 +157,4 @@ def sanity_checks(
                 f"{fgsm.name} {accuracies[fgsm.name]:.3f} < {pgd.name} {accuracies[pgd.name]:.3f}",
             )
         )
-    return Certificate(eps, norm, accuracies, checks)
+    return Certificate(eps, norm, accuracies, len(y), checks)

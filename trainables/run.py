@@ -23,7 +23,7 @@ from trainables.vocabulary import (
     EVAL_TIME_S,
     GUARD_ROBUST_ACC,
     INPUT_PERTURBATION,
-    test_metric,
+    metric_on_test,
 )
 
 CHECKPOINT_FORMAT = "samat-checkpoint-1"
@@ -215,7 +215,7 @@ class Run:
         metrics = evaluate(self.model, x, y, self.data.num_classes, attacks, cfg.eval_n)
         self.eval_time_s += time.perf_counter() - start  # evaluate syncs with the device: the time is real
         if on_test:
-            metrics = {test_metric(k): v for k, v in metrics.items()}
+            metrics = {metric_on_test(k): v for k, v in metrics.items()}
         return metrics | {EVAL_TIME_S: self.eval_time_s}
 
     def test(self) -> dict[str, float]:

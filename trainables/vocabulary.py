@@ -78,7 +78,7 @@ def robust_metric(attack_name: str) -> str:
     return f"{ROBUST_PREFIX}{attack_name}"
 
 
-def test_metric(metric: str) -> str:
+def metric_on_test(metric: str) -> str:
     return f"{TEST_PREFIX}{metric}"
 
 
@@ -88,7 +88,7 @@ def reported_metrics(epoch_attacks, test_attacks=()) -> list[str]:
     return [
         *BASE_METRICS,
         *(robust_metric(a) for a in epoch_attacks),
-        *(test_metric(m) for m in (CLEAN_ACC, TEST_LOSS, *(robust_metric(a) for a in test_attacks))),
+        *(metric_on_test(m) for m in (CLEAN_ACC, TEST_LOSS, *(robust_metric(a) for a in test_attacks))),
     ]
 
 

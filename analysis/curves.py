@@ -1,0 +1,131 @@
+"""The paper's figures from a sweep: robust accuracy against attack radius (on the test images, from the
+spec's final attacks) for each front point and for the best trial of each method, and a per-method summary
+(best clean, best robust, and robust accuracy at matched clean accuracy)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from analysis.plots import PLOT_FORMATS, colour, written_whole
+from analysis.trials import SweepRecord, TrialRow
+from trainables.vocabulary import CLEAN_ACC, ROBUST_PREFIX, TEST_PREFIX, metric_on_test, parse_attack
+
+
+def radius_curves(row: TrialRow) -> dict[tuple[str, str], list[tuple[float, float]]]:
+    """(attack kind, norm) -> [(ε, test accuracy)], from ε = 0 (clean) upward, for every kind with 2+ radii."""
+    curves = defaultdict(list)
+    for key, value in row.metrics.items():
+        if key.startswith(TEST_PREFIX + ROBUST_PREFIX) and value is not None:
+            attack = parse_attack(key.removeprefix(TEST_PREFIX + ROBUST_PREFIX))
+            curves[(attack.name.split("_")[0], attack.norm)].append((attack.eps, value))
+    clean = row.metrics.get(metric_on_test(CLEAN_ACC))
+    return {k: sorted([(0.0, clean), *v]) for k, v in curves.items() if len(v) > 1 and clean is not None}
+
+
+def robust_objective(record: SweepRecord) -> str:
+    return next(m for m in record.directions if m.startswith(ROBUST_PREFIX))
+
+
+def best_per_method(record: SweepRecord) -> dict[str, TrialRow]:
+    """Each method's trial with the best robust objective (validation), among trials that finished."""
+    metric, best = robust_objective(record), {}
+    for row in record.finished:
+        if row.method not in best or row.objectives[metric] > best[row.method].objectives[metric]:
+            best[row.method] = row
+    return best
+
+
+def method_summary(record: SweepRecord) -> list[dict]:
+    """Per method, on the test images: best clean accuracy, best robust accuracy (the robust objective's attack),
+    and the best robust accuracy among trials at least as clean as the least clean method's best (matched)."""
+    robust = metric_on_test(robust_objective(record))
+    clean = metric_on_test(CLEAN_ACC)
+    by_method = defaultdict(list)
+    for row in record.finished:
+        if row.metrics.get(clean) is not None and row.metrics.get(robust) is not None:
+            by_method[row.method].append(row)
+    if not by_method:
+        return []
+    matched = min(max(r.metrics[clean] for r in rows) for rows in by_method.values())
+    return [
+        {
+            "method": method,
+            "trials": len(rows),
+            "best_clean": max(r.metrics[clean] for r in rows),
+            "best_robust": max(r.metrics[robust] for r in rows),
+            "matched_clean": matched,
+            "robust_at_matched_clean": max(r.metrics[robust] for r in rows if r.metrics[clean] >= matched),
+        }
+        for method, rows in sorted(by_method.items())
+    ]
+
+
+def write_curves(record: SweepRecord, path: str | Path) -> Path:
+    """The curves as PNG (matplotlib) or interactive HTML (plotly); solid: front points, dashed: each method's
+    best. Raises ValueError when no trial reports a final attack at two or more radii of one kind."""
+    lines = [(f"front {r.trial_id}", r, "solid") for r in record.front]
+    lines += [(f"best {m} ({r.trial_id})", r, "dash") for m, r in best_per_method(record).items()]
+    series = [(label, r, style, kind, points) for label, r, style in lines for kind, points in radius_curves(r).items()]
+    if not series:
+        raise ValueError(
+            f"{record.name}: no trial reports a final attack at two or more radii (add final_attacks "
+            f"such as pgd_linf_2of255, pgd_linf_4of255, pgd_linf_8of255 to the spec)"
+        )
+    path = Path(path)
+    if path.suffix not in PLOT_FORMATS:
+        raise ValueError(f"unknown plot format {path.suffix or '(none)'!r}: use .png or .html")
+    title = f"{record.name}: test accuracy against attack radius (ε = 0: clean)"
+    with written_whole(path) as tmp:
+        (_png if path.suffix == ".png" else _html)(series, title, tmp)
+    return path
+
+
+def _png(series, title: str, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - ~1-2 s to import: only the plot being written pays
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    kinds = sorted({s[3] for s in series})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.8), dpi=120, squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for label, row, style, _, points in (s for s in series if s[3] == kind):
+            ax.plot(
+                *zip(*points),
+                marker="o",
+                linestyle="--" if style == "dash" else "-",
+                color=colour(row.method),
+                label=f"{label} {row.method}",
+                alpha=0.85,
+            )
+        ax.set_xlabel(f"ε ({kind[0].upper()} {kind[1]})")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _html(series, title: str, path: Path) -> None:
+    import plotly.graph_objects as go  # noqa: PLC0415
+
+    fig = go.Figure()
+    for label, row, style, kind, points in series:
+        x, y = zip(*points)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines+markers",
+                name=f"{label} {row.method} {kind[0]} {kind[1]}",
+                line={"color": colour(row.method), "dash": style},
+            )
+        )
+    fig.update_layout(
+        title=title, xaxis_title="ε", yaxis_title="test accuracy", yaxis_range=[0, 1], template="plotly_white"
+    )
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
