@@ -19,15 +19,16 @@ from tests.conftest import SAMAT, epochs_of, tiny_spec, trial_dirs
 
 
 def stopping_spec(**changes) -> dict:
-    """6 mlp trials × 4 epochs with η = 2 and a wide lr range (down to 0.001, which learns little in an epoch):
-    some trial is stopped at a rung in practice every run."""
+    """6 mlp trials × 4 epochs with η = 2 and a wide lr range (down to 0.001, which learns little in an epoch),
+    one at a time: the order trials reach the rungs is then fixed, and so are the decisions (a poor trial that
+    meets better ones at a rung is stopped)."""
     return tiny_spec(
         **{
             "name": "stoppy",
             "models": ["mlp"],
             "methods": {"sgd": {}, "sam": {"rho": {"low": 0.01, "high": 0.3, "log": True}}},
             "train": {"epochs": 4, "lr": {"low": 0.001, "high": 0.2, "log": True}},
-            "search": {"sampler": "random", "seed": 0, "trials": 6, "concurrency": 2},
+            "search": {"sampler": "random", "seed": 0, "trials": 6, "concurrency": 1},
             "scheduler": {"type": "moasha", "grace_period": 1, "reduction_factor": 2},
             **changes,
         }
