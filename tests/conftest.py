@@ -2,6 +2,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,6 +89,18 @@ def tiny_sweep(tmp_path_factory):
 
 
 SAMAT = shutil.which("samat", path=str(Path(sys.executable).parent))
+
+
+def start_sweep(spec_file: Path, results: Path) -> subprocess.Popen:
+    """`samat sweep SPEC --results RESULTS` as a separate process (so a test can signal or kill it), its
+    output unbuffered on one pipe."""
+    return subprocess.Popen(
+        [SAMAT, "sweep", str(spec_file), "--results", str(results)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def epochs_of(trial_dir: Path) -> list[int]:

@@ -13,7 +13,16 @@ import yaml
 
 from analysis.tracking import SweepStore
 from sweeps.cli import main
-from tests.conftest import SAMAT, epochs_of, finished_trials, last_result, stop_leftovers_of, tiny_spec, trial_dirs
+from tests.conftest import (
+    SAMAT,
+    epochs_of,
+    finished_trials,
+    last_result,
+    start_sweep,
+    stop_leftovers_of,
+    tiny_spec,
+    trial_dirs,
+)
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -40,13 +49,7 @@ def test_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
         )
     )
     results = tmp_path / "results"
-    sweep = subprocess.Popen(
-        [SAMAT, "sweep", str(spec), "--results", str(results)],
-        env=ENV,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    sweep = start_sweep(spec, results)
     sweep_dir = results / "retry"
     wait_for(lambda: any(len(epochs_of(p)) >= 2 for p in trial_dirs(sweep_dir)), sweep, what="epoch 2")
     (trial,) = trial_dirs(sweep_dir)
@@ -75,13 +78,7 @@ def test_killed_driver_is_resumed_and_everything_agrees(tmp_path):
         )
     )
     results = tmp_path / "results"
-    sweep = subprocess.Popen(
-        [SAMAT, "sweep", str(spec), "--results", str(results)],
-        env=ENV,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    sweep = start_sweep(spec, results)
     try:
         wait_for(lambda: finished_trials(results / "crash", 3) >= 2, sweep, what="two finished trials")
         finished_before = {

@@ -2,7 +2,6 @@
 everywhere and never ranked, and an interrupted sweep resumes with its rung records."""
 
 import glob
-import os
 import pickle
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from mlflow import MlflowClient
 
 from analysis.tracking import SweepStore
 from sweeps.cli import main
-from tests.conftest import SAMAT, epochs_of, tiny_spec, trial_dirs
+from tests.conftest import SAMAT, epochs_of, start_sweep, tiny_spec, trial_dirs
 
 
 def stopping_spec(**changes) -> dict:
@@ -128,14 +127,7 @@ def test_resume_after_ctrl_c_keeps_the_rung_records(tmp_path):
         yaml.safe_dump(stopping_spec(search={"sampler": "random", "seed": 1, "trials": 6, "concurrency": 1}))
     )
     results = tmp_path / "results"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    sweep = subprocess.Popen(
-        [SAMAT, "sweep", str(spec_file), "--results", str(results)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = start_sweep(spec_file, results)
     deadline = time.time() + 240
     while sum(1 for p in trial_dirs(results / "stoppy") if epochs_of(p)) < 3:  # 2 trials ended, a third started
         assert sweep.poll() is None and time.time() < deadline, "the sweep ended before it could be interrupted"
@@ -149,7 +141,6 @@ def test_resume_after_ctrl_c_keeps_the_rung_records(tmp_path):
 
     resumed = subprocess.run(
         [SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"],
-        env=env,
         capture_output=True,
         text=True,
         timeout=400,

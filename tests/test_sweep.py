@@ -1,7 +1,6 @@
 """Sweeps end to end with real Ray Tune and a real Optuna study on digits."""
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -16,7 +15,7 @@ from analysis.tracking import SweepStore
 from sweeps.cli import main
 from sweeps.run import run_sweep
 from sweeps.spec import validate_spec
-from tests.conftest import SAMAT, epochs_of, finished_trials, tiny_spec
+from tests.conftest import SAMAT, epochs_of, finished_trials, start_sweep, tiny_spec
 
 
 def test_three_trial_sweep_end_to_end(tiny_sweep):
@@ -63,14 +62,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     )
     results = tmp_path / "results"
     storage = f"sqlite:///{results / 'resumable' / 'optuna.db'}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    sweep = subprocess.Popen(
-        [SAMAT, "sweep", str(spec_file), "--results", str(results)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = start_sweep(spec_file, results)
     deadline = time.time() + 240
     while finished_trials(results / "resumable", 4) < 2:
         assert sweep.poll() is None and time.time() < deadline, "the sweep ended before it could be interrupted"
@@ -94,7 +86,6 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
     resumed = subprocess.run(
         [SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"],
-        env=env,
         capture_output=True,
         text=True,
         timeout=400,
