@@ -2,6 +2,7 @@
 
     uv run python bench/quick_profile.py                  # sweeps/quick.yaml, as `uv run samat sweep` runs it
     uv run python bench/quick_profile.py --spec my.yaml
+    cd ../old-checkout && uv run python ../samat/bench/quick_profile.py   # the same measurement of other code
 
 Driver side: Ray's start-up, the workers' start-up and MLflow recording (every SweepStore call the driver
 makes, timed in this process). Trial side: each trial's seconds by activity (bench/timed_sweep.py says how)."""
@@ -67,7 +68,9 @@ def main() -> None:
     print(f"MLflow recording in the driver       {RECORDING['seconds']:7.1f} s   ({RECORDING['calls']} calls)")
     print(f"trial-seconds, summed over trials    {busy:7.1f} s")
     for key, seconds in trial_side.items():
-        print(f"  {key:<38} {seconds:7.1f} s   {100 * seconds / busy:4.0f}%")
+        print(f"  {key:<44} {seconds:7.1f} s   {100 * seconds / busy:4.0f}%")
+    evaluation = sum(v for k, v in trial_side.items() if k.startswith("evaluation"))
+    print(f"  {'evaluation in all':<44} {evaluation:7.1f} s   {100 * evaluation / busy:4.0f}%")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ class TimedSweep:
 
 def trial_split(result_file: Path) -> dict[str, float]:
     """A trial's seconds by activity, from its result.json: per epoch `train_time_s` and `eval_time_s` grow by
-    the training and evaluation time; the rest of an epoch is checkpoint and report; the first epoch's excess
-    over the others is the trial's set-up (data, model, imports on a fresh worker)."""
+    the training and evaluation time (the last epoch's evaluation holds the full validation evaluation behind
+    the objectives and the test images' with every final attack); the rest of an epoch is checkpoint and
+    report; the first epoch's excess over the others is the trial's set-up (data, model, imports on a fresh
+    worker)."""
     results = [json.loads(line) for line in result_file.read_text().splitlines() if line.endswith("}")]
     epochs = [r for r in results if "train_time_s" in r]
     train = [b["train_time_s"] - a["train_time_s"] for a, b in zip([{"train_time_s": 0.0}] + epochs, epochs)]
@@ -34,7 +36,8 @@ def trial_split(result_file: Path) -> dict[str, float]:
     steady = statistics.median(rest[1:]) if len(rest) > 1 else rest[0]
     return {
         "training": sum(train),
-        "evaluation (clean + objective attack)": sum(evals),
+        "evaluation, epochs before the last": sum(evals[:-1]),
+        "evaluation, last epoch (validation + test)": evals[-1],
         "checkpoint and report": steady * len(rest),
         "set-up (data, model, imports)": max(0.0, rest[0] - steady),
     }

@@ -38,5 +38,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         logging_level="ERROR",
         log_to_driver=False,
         _node_ip_address="127.0.0.1",
+        # Ray starts a worker per CPU at once, for tasks; Tune's trials are actors with a runtime environment of
+        # their own (Tune's env_vars) that never run on those: they would only take CPU from the start-up
+        _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False},
     )
     return True

@@ -19,7 +19,7 @@ from sweeps.ray_start import start_ray
 from sweeps.recording import MLflowRecorder
 from sweeps.results import FinishedSweep, load_finished_sweep
 from sweeps.space import train_config
-from sweeps.trainable import with_resources
+from sweeps.trainable import with_resources, with_result_files
 
 
 class Proposals(Searcher):
@@ -69,7 +69,7 @@ def reseed_sweep(
                 name=experiment,
                 storage_path=root,
                 verbose=0,
-                callbacks=[*(callbacks or []), recorder],
+                callbacks=with_result_files([*(callbacks or []), recorder]),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),

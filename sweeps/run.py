@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import optuna
 import ray
@@ -18,7 +19,6 @@ from ray import tune
 from analysis.stores import set_quiet_mlflow_env
 from analysis.tracking import SweepStore
 from analysis.trials import TrialRow, front, rank_rows, stopped_epoch
-from sweeps.certify import certify_sweep
 from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint
 from sweeps.places import SweepPlace, SweepRefused, place_sweep, resolve_data_dir, resolve_tracking_uri
 from sweeps.ray_start import start_ray
@@ -27,9 +27,11 @@ from sweeps.results import FinishedSweep
 from sweeps.search import fail_running_trials, make_searcher
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
-from sweeps.trainable import with_resources
-from trainables.certify import Certificate
+from sweeps.trainable import with_resources, with_result_files
 from trainables.vocabulary import EPOCH, EPOCHS
+
+if TYPE_CHECKING:  # the driver imports no torch: trials and certification do, in their own processes
+    from trainables.certify import Certificate
 
 
 @dataclass
@@ -65,7 +67,6 @@ def run_sweep(
     Joins the Ray cluster at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
     set_quiet_mlflow_env()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0 Tune then prints nothing: samat shows progress
 
     # everything that can refuse the sweep is checked before anything is written or started
     place = place_sweep(spec.name, results_dir, name, resume)
@@ -99,7 +100,11 @@ def run_sweep(
         fail_running_trials(place.optuna_storage, place.name)
         store.kill_orphans(place.name, {r.trial_id for r in rows})
     store.close_sweep(place.name, finished)
-    certification = certify_sweep(store, place.name, address=address) if finished and spec.final == "certify" else None
+    certification = None
+    if finished and spec.final == "certify":
+        from sweeps.certify import certify_sweep  # noqa: PLC0415 - torch (3 s): only a sweep that certifies pays it
+
+        certification = certify_sweep(store, place.name, address=address)
     return SweepResult(
         place.name,
         place.experiment_path,
@@ -147,7 +152,7 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
             name=place.name,
             storage_path=place.storage_root,
             verbose=0,
-            callbacks=[SchedulerCheckpoint(scheduler), *callbacks] if scheduler else callbacks,
+            callbacks=with_result_files([SchedulerCheckpoint(scheduler), *callbacks] if scheduler else callbacks),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
@@ -156,6 +161,7 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
 
 def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:
     """Tune restores the searcher (with its Optuna study), the callbacks and every trial's last checkpoint."""
+    with_result_files([])  # the restored callbacks hold the result files: this keeps Tune from adding TensorBoard's
     return tune.Tuner.restore(place.experiment_path, with_resources(spec), resume_unfinished=True, resume_errored=True)
 
 

@@ -27,6 +27,7 @@ NOT_IN_TRAIN = {
     "eval_attacks",
     "epoch_attacks",
     "eval_n",
+    "epoch_eval_n",
     "val_split",
     "device",
     *{p for params in METHOD_PARAMS.values() for p in params},
@@ -165,6 +166,12 @@ class SweepSpec(BaseModel):
     objective_attack: str = "pgd_linf_2of255"
     final_attacks: list[str] = []
     eval_n: int = Field(1000, ge=1)
+    epoch_eval_n: int | None = Field(
+        None,
+        ge=1,
+        description="robust accuracy of epochs before the last on the first N validation images only (a cheaper "
+        "per-epoch history, and MO-ASHA's rungs); the last epoch, the objectives and the test use eval_n",
+    )
     val_split: float | None = Field(
         None,
         ge=0,
@@ -350,6 +357,7 @@ class SweepSpec(BaseModel):
             # after the last epoch, on test images: all of them
             "eval_attacks": [self.objective_attack, *self.final_attacks],
             "eval_n": self.eval_n,
+            "epoch_eval_n": self.epoch_eval_n,
             "val_split": self.val_split,
         }
 

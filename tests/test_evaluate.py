@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from trainables.evaluate import build_attack, evaluate, robust_accuracy
+from trainables.config import TrainConfig
+from trainables.evaluate import build_attack, evaluate, robust_accuracy, robust_correct
+from trainables.run import Run, fit
 from trainables.vocabulary import parse_attack
 
 
@@ -108,3 +110,36 @@ def test_pgd_accuracy_of_a_standard_model_is_strictly_below_clean(trained_digits
     metrics = evaluate(trained_digits_model, x, y, 10, [parse_attack("pgd_linf_0.05")], n_robust=len(y))
     clean, robust = metrics["clean_acc"], metrics["robust_acc/pgd_linf_0.05"]
     assert clean > 0.95 and robust < clean - 0.05, (clean, robust)
+
+
+def test_only_correctly_classified_images_are_attacked_and_a_wrong_one_is_never_robust(trained_digits_model, digits):
+    """An image the model gets wrong is its own adversarial example: robust_correct never counts it, whatever a
+    random start would find, and the attack sees only the others (AutoAttack's rule)."""
+    x, y = digits.test_x[:60], digits.test_y[:60].clone()
+    y[:20] = (y[:20] + 1) % 10  # labels the model gets wrong for the first 20 images
+    with torch.no_grad():
+        wrong = trained_digits_model(x).argmax(1) != y
+    assert wrong[:20].all()
+    attacked = []
+    hook = trained_digits_model.register_forward_pre_hook(lambda _, args: attacked.append(len(args[0])))
+    try:
+        survives = robust_correct(trained_digits_model, parse_attack("pgd_linf_0.02"), x, y, 10)
+    finally:
+        hook.remove()
+    assert not survives[wrong].any()
+    assert survives[~wrong].float().mean() > 0.5  # a small ball: most correct images survive
+    # one clean pass over all 60, then PGD's steps and the final check over the correct ones only
+    assert attacked[0] == 60 and set(attacked[1:]) == {int((~wrong).sum())}
+
+
+def test_epochs_before_the_last_measure_robustness_on_the_per_epoch_subset(digits):
+    """epoch_eval_n: robust accuracy of epochs before the last counts over its first N validation images (a
+    multiple of 1/N); the last epoch's over eval_n of them, like the test metrics."""
+    config = TrainConfig(
+        model="mlp", epochs=4, epoch_attacks=("pgd_linf_0.1",), eval_attacks=(), epoch_eval_n=7, eval_n=200
+    )
+    reported = []
+    fit(config, on_epoch=lambda metrics, run: reported.append(metrics["robust_acc/pgd_linf_0.1"]))
+    assert all(abs(acc * 7 - round(acc * 7)) < 1e-9 for acc in reported[:-1]), reported
+    validation = len(Run(config, digits).data.selection[1])
+    assert abs(reported[-1] * min(200, validation) - round(reported[-1] * min(200, validation))) < 1e-9

@@ -110,6 +110,12 @@ class TrainConfig(BaseModel):
     )
     epoch_attacks: tuple[str, ...] = Field((), description="attacks also evaluated after every epoch")
     eval_n: int = Field(1000, ge=1, description="robust accuracy uses the first N validation (and test) images")
+    epoch_eval_n: int | None = Field(
+        None,
+        ge=1,
+        description="epochs before the last measure robust accuracy on the first N validation images only, a fixed "
+        "subset for a cheaper per-epoch history (default: eval_n); the last epoch always uses eval_n",
+    )
     val_split: float | None = Field(
         None,
         ge=0,

@@ -110,16 +110,23 @@ def robust_accuracy(
 def robust_correct(
     model: nn.Module, attack: AttackSpec, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 500
 ) -> torch.Tensor:
-    """Per image, whether the model still classifies it correctly once attacked. Parameters are frozen
-    meanwhile: attacks need input gradients only, and FAB and CW call `.backward()`, which would otherwise also
-    compute (and keep) weight gradients."""
+    """Per image, whether the model still classifies it correctly once attacked. Only images it classifies
+    correctly are attacked, as AutoAttack's reference code does: an image it gets wrong is its own adversarial
+    example (ε-ball includes it), never robust, even if a random start happens to land on a correct point.
+    Parameters are frozen meanwhile: attacks need input gradients only, and FAB and CW call `.backward()`, which
+    would otherwise also compute (and keep) weight gradients."""
     correct = []
     with eval_mode(model), input_gradients_only(model):
         atk = build_attack(attack, model, num_classes)
         for i in range(0, len(y), batch_size):
-            adv = atk(x[i : i + batch_size], y[i : i + batch_size])
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             with torch.no_grad():
-                correct.append(model(adv).argmax(1) == y[i : i + batch_size])
+                survives = model(xb).argmax(1) == yb
+            if survives.any():
+                adv = atk(xb[survives], yb[survives])
+                with torch.no_grad():
+                    survives[survives.clone()] = model(adv).argmax(1) == yb[survives]
+            correct.append(survives)
     return torch.cat(correct)
 
 

@@ -207,12 +207,15 @@ class Run:
 
     def evaluate(self, attacks=None, on_test: bool = False) -> dict[str, float]:
         """Clean accuracy and loss on all, robust accuracy on the first `eval_n` of the validation images (the
-        test images with `on_test`, their metrics named `test/...`; also without a validation split)."""
+        test images with `on_test`, their metrics named `test/...`; also without a validation split). Before the
+        last epoch, robust accuracy uses the first `epoch_eval_n` validation images only."""
         cfg = self.config
         attacks = cfg.epoch_attack_specs if attacks is None else attacks
         x, y = (self.data.test_x, self.data.test_y) if on_test else self.data.selection
+        last = on_test or self.epoch >= cfg.epochs
+        robust_n = cfg.eval_n if last or cfg.epoch_eval_n is None else min(cfg.epoch_eval_n, cfg.eval_n)
         start = time.perf_counter()
-        metrics = evaluate(self.model, x, y, self.data.num_classes, attacks, cfg.eval_n)
+        metrics = evaluate(self.model, x, y, self.data.num_classes, attacks, robust_n)
         self.eval_time_s += time.perf_counter() - start  # evaluate syncs with the device: the time is real
         if on_test:
             metrics = {metric_on_test(k): v for k, v in metrics.items()}
