@@ -30,5 +30,8 @@ def set_quiet_mlflow_env() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar for spec.yaml's download
+    # with a server URI, ending a run prints "🏃 View run ... / 🧪 View experiment ..." to stdout, in the middle
+    # of samat's progress output; `samat sweep` prints the one link that matters (the front's page) at the end
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is noise on every new store
         logging.getLogger(name).setLevel(logging.WARNING)

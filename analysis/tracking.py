@@ -112,12 +112,11 @@ class SweepStore:
 
     def trial_run(self, parent_run_id: str, trial_id: str, config: dict, params: dict, tags: dict) -> str:
         """The child run of a Ray trial: found by its trial id if it exists (resume, retry), else created."""
-        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
-        found = self.client.search_runs([experiment_id], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1)
+        found = self.find_trial_run(parent_run_id, trial_id)
         if found:
-            return found[0].info.run_id
+            return found
         run = self.client.create_run(
-            experiment_id,
+            self.client.get_run(parent_run_id).info.experiment_id,
             run_name=f"{params.get('method')}-{trial_id}",
             tags={
                 "mlflow.parentRunId": parent_run_id,
@@ -130,6 +129,11 @@ class SweepStore:
         )
         self.log_params(run.info.run_id, config)
         return run.info.run_id
+
+    def find_trial_run(self, parent_run_id: str, trial_id: str) -> str | None:
+        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
+        found = self.client.search_runs([experiment_id], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1)
+        return found[0].info.run_id if found else None
 
     def log_params(self, run_id: str, values: dict) -> None:
         """A nested dict as flat params, within MLflow's limits (250-char keys, 6000-char values, 100 a batch)."""

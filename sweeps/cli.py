@@ -18,7 +18,7 @@ from analysis.cli import add_frontier_parser, front_table, open_store, show_fron
 from analysis.stores import TrackingError, set_quiet_mlflow_env
 from analysis.trials import format_params
 from analysis.ui import runs_page, ui_base
-from sweeps.places import SweepRefused, latest_name, resolve_data_dir, resolve_tracking_uri
+from sweeps.places import SweepRefused, latest_name, place_sweep, resolve_data_dir, resolve_tracking_uri
 from sweeps.spec import SpecError, load_spec, validate_spec
 from trainables.cli import add_train_parser
 from trainables.usage import INTERRUPTED, USAGE_ERROR, OneLineParser, UsageError, positive_int, show
@@ -156,6 +156,15 @@ def sweep_command(args: argparse.Namespace) -> int:
     if result.certification:
         print_certificates(*result.certification, Console())
     print_where(result, store, console)
+    if result.pending:
+        console.print(
+            f"[red]MLflow did not take {result.pending} writes[/red] (the tracking store stopped answering): they are "
+            f"kept in {result.pending_path}. When it answers, write them with:\n"
+            f"  uv run samat frontier sync {result.name} --results {args.results}"
+            + (f" --tracking-uri {result.tracking_uri}" if args.tracking_uri else ""),
+            soft_wrap=True,
+        )
+        return 1
     if not result.finished:
         console.print(
             f"[yellow]The sweep stopped before all trials finished.[/yellow] Resume it with:\n"
@@ -182,7 +191,11 @@ def print_front(result, console: Console) -> None:
 
 def print_where(result, store, console: Console) -> None:
     """Where the sweep's records are, and the link that opens its front in the MLflow UI."""
-    link = runs_page(ui_base(result.tracking_uri), store.sweep_parent(result.name)[0].experiment_id)
+    link = (  # a store that stopped answering has no page to link yet
+        "(once the store answers again)"
+        if result.pending
+        else runs_page(ui_base(result.tracking_uri), store.sweep_parent(result.name)[0].experiment_id)
+    )
     serve = (
         f"\n  (start the UI first: uv run samat frontier ui {result.name} --tracking-uri {result.tracking_uri})"
         if result.tracking_uri.startswith("sqlite:///")
@@ -197,7 +210,8 @@ def print_where(result, store, console: Console) -> None:
 
 
 def add_front_checks(action) -> None:
-    """`samat frontier certify` and `samat frontier reseed`: they run Ray tasks and trials, so they live here."""
+    """`samat frontier certify`, `reseed` and `sync`: they run Ray tasks and trials, or find a sweep's folders, so
+    they live here."""
     certify = action(
         "certify",
         "re-evaluate the front from its final checkpoints with AutoAttack (reference "
@@ -218,6 +232,37 @@ def add_front_checks(action) -> None:
     reseed.add_argument("--seeds", type=positive_int, default=2, help="more seeds per point [default: 2]")
     certify.set_defaults(handler=certify_command)
     reseed.set_defaults(handler=reseed_command)
+    sync = action(
+        "sync",
+        "write to MLflow what a sweep kept on the driver's disk while the tracking store did not answer "
+        "(its mlflow-pending.jsonl); `samat sweep --resume` does it too",
+    )
+    sync.add_argument("sweep", metavar="SWEEP")
+    sync.set_defaults(handler=sync_command)
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    from analysis.outbox import Outbox, pending_path  # noqa: PLC0415 - MLflow (2 s), imported when syncing
+
+    path = pending_path(place_sweep(args.sweep, args.results, args.sweep, resume=True).study_dir)
+    console = Console(stderr=True)
+    if not path.is_file():
+        console.print(f"{args.sweep}: nothing waits in {path}: MLflow holds every write of the sweep")
+        return 0
+    store = open_store(args)
+    try:
+        store.check_reachable()
+        _, parent = store.sweep_parent(args.sweep)
+    except TrackingError as e:
+        raise UsageError(str(e)) from None
+    outbox = Outbox(store.tracking_uri, args.sweep, parent.info.run_id, path)
+    waiting = outbox.pending()
+    left = outbox.retry(now=True)
+    if left:
+        console.print(f"[red]{left} of {waiting} kept writes still wait[/red] in {path}: run sync again later")
+        return 1
+    console.print(f"{args.sweep}: wrote the {waiting} kept writes to {store.tracking_uri}")
+    return 0
 
 
 def certify_command(args: argparse.Namespace) -> int:

@@ -12,9 +12,10 @@ import ray
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from analysis.outbox import Outbox, pending_path
 from analysis.tracking import RESEED_OF, SweepStore
 from analysis.trials import SweepRecord
-from sweeps.places import next_free_name
+from sweeps.places import next_free_name, place_sweep
 from sweeps.ray_start import start_ray
 from sweeps.recording import MLflowRecorder
 from sweeps.results import FinishedSweep, load_finished_sweep
@@ -55,7 +56,10 @@ def reseed_sweep(
     configs = reseed_configs(sweep, ranks, seeds)
     spec, root = sweep.spec, sweep.experiment_path.rsplit("/", 1)[0]
     experiment = f"{name}-reseed" if "://" in root else next_free_name(Path(root), f"{name}-reseed")
-    recorder = MLflowRecorder(store.tracking_uri, name, sweep.record.parent_run_id, spec)
+    study_dir = place_sweep(name, root, name, resume=True).study_dir  # its MLflow writes wait where the sweep's do
+    recorder = MLflowRecorder(
+        Outbox(store.tracking_uri, name, sweep.record.parent_run_id, pending_path(study_dir)), spec
+    )
     connected = start_ray(address)
     try:
         tune.Tuner(

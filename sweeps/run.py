@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 import ray
 from ray import tune
 
+from analysis.outbox import Outbox, pending_path
 from analysis.stores import set_quiet_mlflow_env
 from analysis.tracking import SweepStore
 from analysis.trials import TrialRow, front, rank_rows, stopped_epoch
@@ -46,6 +48,8 @@ class SweepResult:
     wall_s: float = 0.0
     front: list[TrialRow] = field(default_factory=list)
     certification: tuple[FinishedSweep, dict[str, Certificate]] | None = None  # with `final: certify`
+    pending: int = 0  # MLflow writes the store did not take, kept in `pending_path` (samat frontier sync)
+    pending_path: Path | None = None
 
     @property
     def objectives(self) -> list[str]:
@@ -82,7 +86,9 @@ def run_sweep(
     parent_run_id = store.open_sweep(
         place.name, spec.model_dump(mode="json"), spec.directions, spec.hypervolume_reference, place.experiment_path
     )
-    recorder = MLflowRecorder(store.tracking_uri, place.name, parent_run_id, spec)
+    outbox = Outbox(store.tracking_uri, place.name, parent_run_id, pending_path(place.study_dir))
+    outbox.retry(now=True)  # what an earlier driver kept while the store was away (on --resume)
+    recorder = MLflowRecorder(outbox, spec)
 
     connected = start_ray(address, num_cpus)
     start = time.perf_counter()
@@ -90,7 +96,7 @@ def run_sweep(
         tuner = restore_tuner(place, spec) if resume else new_tuner(place, spec, [*(callbacks or []), recorder])
         rows = trial_rows(tuner.fit(), spec)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune did not get to finish; what it saved can be resumed
-        store.close_sweep(place.name, finished=False)
+        outbox.close(finished=False)
         raise
     finally:
         if connected:
@@ -98,10 +104,11 @@ def run_sweep(
     finished = len(rows) >= spec.search.trials and all(r.status != "unfinished" for r in rows)
     if finished:  # trials Ray proposed after its last saved state never finish: all three stores must agree
         fail_running_trials(place.optuna_storage, place.name)
-        store.kill_orphans(place.name, {r.trial_id for r in rows})
-    store.close_sweep(place.name, finished)
+        outbox.orphans(sorted(r.trial_id for r in rows))
+    outbox.close(finished)
+    pending = outbox.retry(now=True)
     certification = None
-    if finished and spec.final == "certify":
+    if finished and spec.final == "certify" and not pending:
         from sweeps.certify import certify_sweep  # noqa: PLC0415 - torch (3 s): only a sweep that certifies pays it
 
         certification = certify_sweep(store, place.name, address=address)
@@ -116,6 +123,8 @@ def run_sweep(
         time.perf_counter() - start,
         front(rows, spec.directions),
         certification,
+        pending,
+        outbox.path,
     )
 
 

@@ -23,6 +23,7 @@ RAY_MODULES = {
     "test_moasha",
     "test_moasha_sweep",
     "test_trusted_fronts",
+    "test_tracking_outage",
 }
 
 

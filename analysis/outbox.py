@@ -1,0 +1,193 @@
+"""A sweep's MLflow writes, kept on the driver's disk whenever the tracking store does not take them.
+
+The sweep's recorder hands every write to an `Outbox`. While the store answers, a write goes straight through.
+When one fails (a server stopped or unreachable, a database that cannot be written), it and every later write
+are appended to a JSON-lines file beside the sweep's Optuna study (`mlflow-pending.jsonl`, fsynced), training
+goes on, one warning line says so, and the outbox tries again every `RETRY_S` seconds, in order. `samat sweep
+--resume` and `samat frontier sync` write what is left.
+
+Writes name a trial by its Ray trial id, not by an MLflow run id, so a trial whose run could not even be created
+is recorded once the store answers. Every write can be repeated: a trial's run is found by its trial id before
+one is created, finishing a run twice changes nothing, and an epoch is logged only after the run's history was
+read for it (once per trial and driver, and again after any failure), so an epoch already there is skipped.
+MLflow ends up with every trial and every epoch once, whether a write failed before or after the store
+committed it, and whether Tune replayed a trial's last result on resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from analysis.tracking import SweepStore
+
+PENDING_FILE = "mlflow-pending.jsonl"
+RETRY_S = 10.0  # while behind: how often the outbox tries the store again
+EPOCH_KEY = "epoch"  # the metric every epoch's result holds (trainables.vocabulary.EPOCH)
+
+
+def pending_path(study_dir: str | Path) -> Path:
+    return Path(study_dir) / PENDING_FILE
+
+
+class Outbox:
+    """The MLflow writes of one sweep (its parent run `parent_run_id` at `tracking_uri`), in order, durably."""
+
+    def __init__(self, tracking_uri: str, sweep_name: str, parent_run_id: str, path: str | Path):
+        self.tracking_uri, self.sweep_name, self.parent_run_id = tracking_uri, sweep_name, parent_run_id
+        self.path = Path(path)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._store: SweepStore | None = None
+        self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id, as found or created
+        self.last_epoch: dict[str, int] = {}  # Ray trial id -> last epoch its run holds, read from MLflow
+        self.next_try = 0.0
+        self.warned = False
+
+    def __getstate__(self):  # Tune pickles the recorder, and this, with the experiment: names only
+        return {k: self.__dict__[k] for k in ("tracking_uri", "sweep_name", "parent_run_id", "path")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def store(self) -> SweepStore:
+        if self._store is None:
+            self._store = SweepStore(self.tracking_uri)
+        return self._store
+
+    # ---- what the recorder writes ---------------------------------------------------------------------------
+
+    def trial(self, trial_id: str, config: dict, params: dict, tags: dict) -> None:
+        self.submit({"op": "trial", "trial_id": trial_id, "config": config, "params": params, "tags": tags})
+
+    def epoch(self, trial_id: str, metrics: dict[str, float], step: int, tags: dict) -> None:
+        self.submit({"op": "epoch", "trial_id": trial_id, "metrics": metrics, "step": step, "tags": tags})
+
+    def finish(self, trial_id: str, status: str, reason: str | None) -> None:
+        self.submit({"op": "finish", "trial_id": trial_id, "status": status, "reason": reason})
+
+    def stop(self, trial_id: str, epoch: int, by: str) -> None:
+        self.submit({"op": "stop", "trial_id": trial_id, "epoch": epoch, "by": by})
+
+    def front(self) -> None:
+        self.submit({"op": "front"})
+
+    def orphans(self, ran: list[str]) -> None:
+        self.submit({"op": "orphans", "ran": ran})
+
+    def close(self, finished: bool) -> None:
+        self.submit({"op": "close", "finished": finished})
+
+    # ---- delivery ---------------------------------------------------------------------------------------------
+
+    @property
+    def behind(self) -> bool:
+        return self.path.is_file() and self.path.stat().st_size > 0
+
+    def submit(self, op: dict) -> None:
+        """Write now if nothing is waiting and the store takes it; else keep it, after what is waiting."""
+        if not self.behind:
+            try:
+                self.apply(op)
+                return
+            except Exception as e:  # noqa: BLE001 - whatever the store's failure, training must go on
+                self.fell_behind(e)
+        self.keep(op)
+        self.retry()
+
+    def keep(self, op: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(op) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def retry(self, now: bool = False) -> int:
+        """Write what is waiting, in order, if RETRY_S passed since the last try (or `now`); stop at the first
+        failure. Returns how many writes still wait."""
+        if not self.behind or (not now and time.monotonic() < self.next_try):
+            return self.pending()
+        ops = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        last_front = max((i for i, op in enumerate(ops) if op["op"] == "front"), default=None)
+        ops = [op for i, op in enumerate(ops) if op["op"] != "front" or i == last_front]  # one re-rank does
+        done = 0
+        try:
+            for op in ops:
+                self.apply(op)
+                done += 1
+        except Exception as e:  # noqa: BLE001
+            self.fell_behind(e)
+        left = ops[done:]
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(op) + "\n" for op in left))
+        os.replace(temporary, self.path)  # what was written goes, atomically: a crash here repeats, never loses
+        if not left:
+            self.path.unlink()
+            if self.warned:
+                print(
+                    f"samat: MLflow store {self.tracking_uri} answers again: all {done} kept writes are in",
+                    file=sys.stderr,
+                )
+            self.warned = False
+        return len(left)
+
+    def pending(self) -> int:
+        return sum(1 for line in self.path.read_text().splitlines() if line.strip()) if self.behind else 0
+
+    def fell_behind(self, error: Exception) -> None:
+        self.next_try = time.monotonic() + RETRY_S
+        self.runs.clear()  # a write may have failed after the store took it: read back before writing again
+        self.last_epoch.clear()
+        self._store = None
+        if not self.warned:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+            print(
+                f"samat: MLflow store {self.tracking_uri} is not taking writes ({first}); training goes on, and "
+                f"what it does not take is kept in {self.path} and written when it answers (or by `samat "
+                f"frontier sync {self.sweep_name}`)",
+                file=sys.stderr,
+            )
+            self.warned = True
+
+    def apply(self, op: dict) -> None:
+        kind = op["op"]
+        if kind in ("front", "orphans", "close"):  # the sweep's: re-rank, end orphaned runs, close the parent run
+            if kind == "front":
+                self.store.update_front(self.sweep_name)
+            elif kind == "orphans":
+                self.store.kill_orphans(self.sweep_name, set(op["ran"]))
+            else:
+                self.store.close_sweep(self.sweep_name, op["finished"])
+            return
+        trial_id = op["trial_id"]
+        if kind == "trial":
+            self.runs[trial_id] = self.store.trial_run(
+                self.parent_run_id, trial_id, op["config"], op["params"], op["tags"]
+            )
+            return
+        run_id = self.run_of(trial_id)
+        if kind == "epoch":
+            if trial_id not in self.last_epoch:
+                history = self.store.client.get_metric_history(run_id, EPOCH_KEY)
+                self.last_epoch[trial_id] = max((m.step for m in history), default=-1)
+            if op["step"] > self.last_epoch[trial_id]:
+                self.store.log_metrics(run_id, op["metrics"], op["step"], op["tags"])
+                self.last_epoch[trial_id] = op["step"]
+        elif kind == "finish":
+            self.store.finish_trial(run_id, op["status"], op["reason"])
+        elif kind == "stop":
+            self.store.stop_trial(run_id, op["epoch"], op["by"])
+
+    def run_of(self, trial_id: str) -> str:
+        """The trial's run: created by its `trial` write, which comes first (found again after a restart)."""
+        if trial_id not in self.runs:
+            run_id = self.store.find_trial_run(self.parent_run_id, trial_id)
+            if run_id is None:
+                raise LookupError(f"no MLflow run for trial {trial_id} in sweep {self.sweep_name}")
+            self.runs[trial_id] = run_id
+        return self.runs[trial_id]

@@ -1,0 +1,189 @@
+"""A real `mlflow server` on loopback stops answering mid-sweep: training goes on, what the server did not take
+is kept on the driver's disk and written when it answers again (during the sweep, or by `samat frontier sync`),
+and MLflow ends with every trial and every epoch exactly once, agreeing with Ray's own results. A hung server
+(frozen, then thawed) also tests the writes it took after the client had given up on them: none is repeated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from analysis.outbox import PENDING_FILE
+from tests.conftest import SAMAT, last_result, tiny_spec, trial_dirs
+
+
+EPOCHS = 3
+TRIALS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlflow server` on 127.0.0.1 over a sqlite file that outlives it (so a restart finds every run)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.process = folder, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.folder / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stop() ends the server and every worker it started
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                MlflowClient(self.uri).search_experiments(max_results=1)
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.5)
+        raise RuntimeError("mlflow server did not start")
+
+    def freeze(self) -> None:
+        """A hung server: its processes stopped, so connections are accepted and never answered."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        with pytest.raises(Exception):  # noqa: B017, PT011 - gone: any client error will do
+            MlflowClient(self.uri).search_experiments(max_results=1)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    server = Server(tmp_path / "server")
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.thaw()
+        os.killpg(server.process.pid, signal.SIGTERM)
+        server.process.wait(timeout=30)
+
+
+def sweep_with_outage(tmp_path: Path, server: Server, name: str, outage: str):
+    """Run an 8-trial sweep against `server` and take the server away as the first trial finishes: `hang`
+    freezes it (it accepts connections and answers nothing) until the third trial finished; `gone` stops it for
+    good. Returns (exit code, output, results folder)."""
+    spec = tiny_spec(
+        name=name,
+        models=["small_cnn"],
+        train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
+        search={"sampler": "random", "seed": 5, "trials": TRIALS, "concurrency": 2},
+    )
+    spec_file, results = tmp_path / f"{name}.yaml", tmp_path / "results"
+    spec_file.write_text(yaml.safe_dump(spec))
+    sweep = subprocess.Popen(
+        [SAMAT, "sweep", str(spec_file), "--results", str(results), "--tracking-uri", server.uri],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, finished = [], 0
+    for line in sweep.stdout:
+        output.append(line)
+        finished += line.lstrip().startswith("✓")
+        if finished == 1 and line.lstrip().startswith("✓"):
+            server.freeze() if outage == "hang" else server.stop()
+        if finished == 3 and line.lstrip().startswith("✓") and outage == "hang":
+            server.thaw()
+    return sweep.wait(timeout=600), "".join(output), results
+
+
+def assert_mlflow_holds_every_trial_and_epoch_once(uri: str, name: str, experiment_dir: Path) -> None:
+    """Every Ray trial has one FINISHED run in MLflow, with each epoch once and Ray's last values."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'trial'")
+    trials = {last_result(d)["trial_id"]: last_result(d) for d in trial_dirs(experiment_dir)}
+    assert len(trials) == TRIALS
+    assert sorted(r.data.tags["ray_trial_id"] for r in runs) == sorted(trials)  # one run per trial, no more
+    for run in runs:
+        ray_result = trials[run.data.tags["ray_trial_id"]]
+        assert run.info.status == "FINISHED", run.data.tags.get("error")
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), steps  # every epoch exactly once
+        for metric in ("clean_acc", "robust_acc/pgd_linf_0.1"):
+            assert len(client.get_metric_history(run.info.run_id, metric)) == EPOCHS
+            assert run.data.metrics[metric] == pytest.approx(ray_result[metric])
+    parent = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'sweep'")[0]
+    assert parent.data.tags["samat.status"] == "finished"
+    assert "hypervolume" in parent.data.metrics
+    assert sum(r.data.tags["pareto_front"] == "true" for r in runs) >= 1
+
+
+def test_hung_server_back_during_the_sweep_gets_everything_once_and_training_never_stops(tmp_path, server):
+    code, output, results = sweep_with_outage(tmp_path, server, "outage", "hang")
+    assert code == 0, output[-3000:]
+    assert "Traceback" not in output
+    assert output.count("is not taking writes") == 1  # one warning line, not one per write
+    assert "answers again" in output
+    assert "View run" not in output and "View experiment" not in output  # MLflow's links stay out
+    assert output.count("✓") == TRIALS  # no trial was lost to the outage
+    assert not (results / "outage" / PENDING_FILE).exists()
+    assert_mlflow_holds_every_trial_and_epoch_once(server.uri, "outage", results / "outage")
+
+
+def test_server_that_never_comes_back_keeps_every_write_for_sync(tmp_path, server):
+    code, output, results = sweep_with_outage(tmp_path, server, "gone", "gone")
+    assert code == 1, output[-3000:]
+    assert "Traceback" not in output
+    assert output.count("✓") == TRIALS  # training finished regardless
+    pending = results / "gone" / PENDING_FILE
+    kept = [json.loads(line)["op"] for line in pending.read_text().splitlines()]
+    assert kept.count("finish") >= 3 and kept[-1] == "close"  # the later trials' ends and the sweep's close
+    assert f"samat frontier sync gone --results {results}" in output
+
+    refused = subprocess.run(
+        [SAMAT, "frontier", "sync", "gone", "--results", str(results), "--tracking-uri", server.uri],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "not reachable" in refused.stderr  # still down: a usage error, one line
+    assert pending.read_text().count("\n") == len(kept)  # and nothing was lost
+
+    server.start()
+    synced = subprocess.run(
+        [SAMAT, "frontier", "sync", "gone", "--results", str(results), "--tracking-uri", server.uri],
+        capture_output=True,
+        text=True,
+    )
+    assert synced.returncode == 0, synced.stderr
+    assert f"wrote the {len(kept)} kept writes" in synced.stderr
+    assert not pending.exists()
+    assert_mlflow_holds_every_trial_and_epoch_once(server.uri, "gone", results / "gone")
