@@ -21,7 +21,6 @@ from mlflow import MlflowClient
 from analysis.outbox import PENDING_FILE
 from tests.conftest import SAMAT, last_result, tiny_spec, trial_dirs
 
-
 EPOCHS = 3
 TRIALS = 8
 
