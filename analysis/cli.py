@@ -18,7 +18,7 @@ from analysis.curves import method_summary, write_curves
 from analysis.export import FORMATS, write_table
 from analysis.pareto import as_maximised
 from analysis.plots import PLOT_FORMATS, write_plot
-from analysis.stores import TrackingError, artifact_root, default_tracking_uri, set_quiet_mlflow_env
+from analysis.stores import TrackingError, artifact_root, default_tracking_uri, read_sweep_index, set_quiet_mlflow_env
 from analysis.trials import (
     SweepRecord,
     TrialRow,
@@ -87,12 +87,16 @@ def add_frontier_parser(subparsers):
     return action
 
 
+def tracking_uri(args) -> str:
+    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(args.results)
+
+
 def open_store(args):
     # MLflow, imported when a store is opened: 2-5 s that `samat --help` need not pay
     from analysis.tracking import SweepStore  # noqa: PLC0415
 
     set_quiet_mlflow_env()
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(args.results)
+    uri = tracking_uri(args)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         flag = "--tracking-uri" if args.tracking_uri else "--results"
         raise UsageError(
@@ -121,12 +125,15 @@ def frontier_command(args: argparse.Namespace) -> int:
     output = None
     if args.action in ("export", "plot"):
         output = check_output(args.output, FORMATS if args.action == "export" else PLOT_FORMATS)
-    store = open_store(args)
     console = Console()
+    if args.action == "list" and (sweeps := read_sweep_index(tracking_uri(args))) is not None:
+        print_sweeps(tracking_uri(args), sweeps, console)  # the index is the database as it is: no MLflow needed
+        return 0
+    store = open_store(args)
     try:
         store.check_reachable()
         if args.action == "list":
-            list_sweeps(store, console)
+            print_sweeps(store.tracking_uri, store.list_sweeps(), console)
         elif args.action == "show":
             record = store.load_sweep(args.sweep)
             show_front(record, console)
@@ -195,11 +202,11 @@ def serve_ui(store, sweep: str | None, port: int, console: Console) -> int:
         stop_ui(server)
 
 
-def list_sweeps(store, console) -> None:
-    table = Table(title=f"sweeps at {store.tracking_uri}")
+def print_sweeps(uri: str, sweeps: list[dict], console) -> None:
+    table = Table(title=f"sweeps at {uri}")
     for column in ("sweep", "status", "trials", "finished", "stopped", "failed", "hypervolume"):
         table.add_column(column, justify="left" if column in ("sweep", "status") else "right")
-    for s in store.list_sweeps():
+    for s in sweeps:
         hv = "-" if s["hypervolume"] is None else f"{s['hypervolume']:.4f}"
         counts = (s["trials"], s["finished"], s["stopped"], s["failed"])
         table.add_row(s["name"], s["status"], *map(str, counts), hv)

@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.tracking import SweepStore
+from analysis.tracking import RUN_STATUS, STOPPED, SweepStore
+from analysis.trials import SweepRecord, TrialRow, rank_rows
 
 PENDING_FILE = "mlflow-pending.jsonl"
 RETRY_S = 10.0  # while behind: how often the outbox tries the store again
@@ -43,6 +44,8 @@ class Outbox:
     def _reset(self) -> None:
         self._store: SweepStore | None = None
         self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id, as found or created
+        self.record: SweepRecord | None = None  # the sweep as MLflow holds it, read at the first re-rank
+        self.rows: dict[str, TrialRow] = {}  # its rows by Ray trial id
         self.last_epoch: dict[str, int] = {}  # Ray trial id -> last epoch its run holds, read from MLflow
         self.next_try = 0.0
         self.warned = False
@@ -143,6 +146,7 @@ class Outbox:
         self.next_try = time.monotonic() + RETRY_S
         self.runs.clear()  # a write may have failed after the store took it: read back before writing again
         self.last_epoch.clear()
+        self.record, self.rows = None, {}
         self._store = None
         if not self.warned:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
@@ -158,7 +162,7 @@ class Outbox:
         kind = op["op"]
         if kind in ("front", "orphans", "close"):  # the sweep's: re-rank, end orphaned runs, close the parent run
             if kind == "front":
-                self.store.update_front(self.sweep_name)
+                self.rerank()
             elif kind == "orphans":
                 self.store.kill_orphans(self.sweep_name, set(op["ran"]))
             else:
@@ -169,6 +173,7 @@ class Outbox:
             self.runs[trial_id] = self.store.trial_run(
                 self.parent_run_id, trial_id, op["config"], op["params"], op["tags"]
             )
+            self.note(trial_id, params=op["params"])
             return
         run_id = self.run_of(trial_id)
         if kind == "epoch":
@@ -178,10 +183,39 @@ class Outbox:
             if op["step"] > self.last_epoch[trial_id]:
                 self.store.log_metrics(run_id, op["metrics"], op["step"], op["tags"])
                 self.last_epoch[trial_id] = op["step"]
+            self.note(trial_id, metrics=op["metrics"])
         elif kind == "finish":
             self.store.finish_trial(run_id, op["status"], op["reason"])
+            self.note(trial_id, status=RUN_STATUS[op["status"]], error=op["reason"])
         elif kind == "stop":
             self.store.stop_trial(run_id, op["epoch"], op["by"])
+            self.note(trial_id, status=STOPPED, stopped_at=op["epoch"])
+
+    # ---- the front, kept in memory ----------------------------------------------------------------------------
+
+    def note(self, trial_id: str, params=None, metrics=None, **changes) -> None:
+        """Keep the in-memory record (once read) up to date with a write MLflow took."""
+        if self.record is None:
+            return
+        row = self.rows.get(trial_id)
+        if row is None:
+            row = self.rows[trial_id] = TrialRow(trial_id, "running", params or {}, {}, run_id=self.runs.get(trial_id))
+            self.record.rows.append(row)
+        if metrics:
+            row.metrics |= metrics
+            row.objectives = {m: row.metrics.get(m) for m in self.record.directions}
+        for key, value in changes.items():
+            setattr(row, key, value)
+
+    def rerank(self) -> None:
+        """Rank the sweep's trials and write the ranks that changed. The sweep is read from MLflow once per driver;
+        after that the record follows the writes this outbox makes, so a re-rank costs no reads and its writes
+        are the changed ranks only: flat per trial, however many trials the sweep has."""
+        if self.record is None:
+            self.record = self.store.load_sweep(self.sweep_name)
+            self.rows = {row.trial_id: row for row in self.record.rows}
+        rank_rows(self.record.rows, self.record.directions)
+        self.store.write_ranks(self.record)
 
     def run_of(self, trial_id: str) -> str:
         """The trial's run: created by its `trial` write, which comes first (found again after a restart)."""

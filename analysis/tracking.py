@@ -27,7 +27,7 @@ from mlflow.entities import Metric, Param, RunTag
 from analysis.curves import method_summary, write_curves
 from analysis.export import write_table
 from analysis.plots import write_plot
-from analysis.stores import TrackingError, artifact_root
+from analysis.stores import TrackingError, artifact_root, database_version, write_sweep_index
 from analysis.trials import SweepRecord, TrialRow, rank_rows
 
 ROLE = "samat.role"
@@ -179,9 +179,12 @@ class SweepStore:
                 )
 
     def update_front(self, name: str) -> SweepRecord:
-        """Re-rank every finished trial, tag the children whose rank changed, and log the hypervolume on the
-        parent with step = number of finished trials."""
-        record = self.load_sweep(name)
+        """Re-rank every finished trial as MLflow holds them, and record the ranks and hypervolume."""
+        return self.write_ranks(self.load_sweep(name))
+
+    def write_ranks(self, record: SweepRecord) -> SweepRecord:
+        """Tag the children of a ranked record whose rank changed (each row's `pareto_rank` metric is the one MLflow
+        holds), and log the hypervolume on the parent with step = number of finished trials."""
         for row in record.rows:
             stored = row.metrics.get(PARETO_RANK)
             if row.rank is not None and stored != row.rank:
@@ -194,6 +197,9 @@ class SweepStore:
                 self.client.log_batch(
                     row.run_id, metrics=[Metric(PARETO_RANK, 0, 0, 0)], tags=[RunTag(PARETO_FRONT, "false")]
                 )
+            else:
+                continue
+            row.metrics[PARETO_RANK] = row.rank or 0
         finished = len(record.finished)
         logged = self.client.get_metric_history(record.parent_run_id, "hypervolume")
         if finished and finished != max((m.step for m in logged), default=0):  # one point per trial count
@@ -221,6 +227,7 @@ class SweepStore:
         self.log_curves(record)
         self.client.set_tag(record.parent_run_id, STATUS, "finished" if finished else "interrupted")
         self.client.set_terminated(record.parent_run_id, "FINISHED" if finished else "KILLED")
+        self.list_sweeps()  # the last write: `samat frontier list` can then read the index alone
         return record
 
     def log_curves(self, record: SweepRecord) -> None:
@@ -328,6 +335,14 @@ class SweepStore:
                 return runs
 
     def list_sweeps(self) -> list[dict]:
+        """Every sweep in the store (name, status, trial counts, hypervolume), oldest first. A sqlite store keeps
+        the list in an index beside the database, refreshed here (see analysis.stores.read_sweep_index)."""
+        version = database_version(self.tracking_uri)
+        sweeps = self.read_sweeps()
+        write_sweep_index(self.tracking_uri, sweeps, version)
+        return sweeps
+
+    def read_sweeps(self) -> list[dict]:
         out = []
         for experiment in self.client.search_experiments():
             parent = self.parent_run(experiment.experiment_id)

@@ -66,6 +66,35 @@ def test_frontier_list_and_help_import_no_torch(tiny_sweep):
     assert "heavy: []" in helped.stdout
 
 
+def test_frontier_list_reads_the_sweep_index_while_it_matches_the_database(tiny_sweep):
+    """`samat frontier list` on a sqlite store needs no MLflow while the index beside the database was taken from
+    it as it is; any write to the database sends it back to MLflow, which refreshes the index."""
+    from mlflow import MlflowClient
+
+    from analysis.tracking import SweepStore
+
+    probe = (
+        "import sys\n"
+        "from sweeps.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('mlflow imported:', 'mlflow' in sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    uri = tiny_sweep.tracking_uri
+
+    def listing() -> str:
+        listed = run(sys.executable, "-c", probe, "frontier", "list", "--tracking-uri", uri)
+        assert listed.returncode == 0 and "tiny" in listed.stdout, listed.stderr[-2000:]
+        return listed.stdout
+
+    listing()  # whatever the index's state, this one leaves it current
+    assert "mlflow imported: False" in listing()
+    parent = SweepStore(uri).sweep_parent(tiny_sweep.name)[1]
+    MlflowClient(uri).set_tag(parent.info.run_id, "samat.test", "a write the index has not seen")
+    assert "mlflow imported: True" in listing()
+    assert "mlflow imported: False" in listing()
+
+
 @pytest.mark.parametrize("name", available_specs())
 def test_every_metric_a_spec_may_name_is_reported_by_its_trials(name):
     """The spec's objective vocabulary and the training core's reported metrics are one list: a spec's objectives

@@ -19,6 +19,7 @@ import yaml
 from mlflow import MlflowClient
 
 from analysis.outbox import PENDING_FILE
+from analysis.tracking import SweepStore
 from tests.conftest import SAMAT, last_result, tiny_spec, trial_dirs
 
 EPOCHS = 3
@@ -142,8 +143,11 @@ def assert_mlflow_holds_every_trial_and_epoch_once(uri: str, name: str, experime
             assert run.data.metrics[metric] == pytest.approx(ray_result[metric])
     parent = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'sweep'")[0]
     assert parent.data.tags["samat.status"] == "finished"
-    assert "hypervolume" in parent.data.metrics
-    assert sum(r.data.tags["pareto_front"] == "true" for r in runs) >= 1
+    # the front the recorder tagged, re-ranked as the trials finished, is the front of the values MLflow holds
+    record = SweepStore(uri).load_sweep(name)
+    tagged = {r.data.tags["ray_trial_id"] for r in runs if r.data.tags["pareto_front"] == "true"}
+    assert tagged == {row.trial_id for row in record.front} and tagged
+    assert parent.data.metrics["hypervolume"] == pytest.approx(record.hypervolume())
 
 
 def test_hung_server_back_during_the_sweep_gets_everything_once_and_training_never_stops(tmp_path, server):
