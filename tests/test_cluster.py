@@ -1,21 +1,25 @@
-"""The cluster: cluster.yaml passes Ray's own launcher validation, and a sweep runs across a real two-node
-Ray cluster on this machine (loopback only), its driver joining by address from the environment."""
+"""The cluster: cluster.yaml passes Ray's own launcher validation, a sweep runs across a real two-node Ray
+cluster on this machine (loopback only), its driver joining by address from the environment, and it survives
+losing a node mid-sweep."""
 
+import contextlib
 import copy
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
+import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tests.conftest import tiny_spec
+from tests.conftest import last_result, tiny_spec, trial_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMAT = shutil.which("samat", path=str(Path(sys.executable).parent))
@@ -53,42 +57,52 @@ def test_broken_cluster_yaml_is_rejected(breakage):
         validated(config)
 
 
-def test_sweep_runs_on_both_nodes_of_a_real_cluster(tmp_path):
+@contextlib.contextmanager
+def two_node_cluster():
+    """A real Ray cluster on loopback: a head and one worker node, one CPU each."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
     )
     try:
-        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        worker = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
         cluster.wait_for_nodes()
-        node_ids = {node.node_id for node in cluster.list_all_nodes()}
-        assert len(node_ids) == 2
+        assert len({node.node_id for node in cluster.list_all_nodes()}) == 2
+        yield cluster, worker
+    finally:
+        cluster.shutdown()
+    assert not cluster.list_all_nodes()
 
-        spec_file = tmp_path / "multinode.yaml"
-        spec_file.write_text(
-            yaml.safe_dump(
-                tiny_spec(
-                    name="multinode",
-                    train={"epochs": 2, "lr": {"low": 0.02, "high": 0.1}},
-                    search={"sampler": "random", "seed": 1, "trials": 4, "concurrency": 2},
-                )
-            )
+
+def cluster_sweep(cluster, tmp_path: Path, spec: dict) -> tuple[list, Path, Path]:
+    """`samat sweep` joining `cluster` by address from the environment, as a process: (its argv, env, storage)."""
+    spec_file = tmp_path / f"{spec['name']}.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    shared = tmp_path / "shared"  # the storage both nodes write checkpoints to
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps the driver on loopback like the nodes: on Linux Ray would
+    # otherwise rewrite 127.0.0.1 to this machine's network address, and tests stay on loopback
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": cluster.address,
+        "SAMAT_RESULTS": str(shared),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return [SAMAT, "sweep", str(spec_file)], env, shared  # no flags: address, storage, MLflow from the env
+
+
+def test_sweep_runs_on_both_nodes_of_a_real_cluster(tmp_path):
+    with two_node_cluster() as (cluster, _):
+        node_ids = {node.node_id for node in cluster.list_all_nodes()}
+        spec = tiny_spec(
+            name="multinode",
+            train={"epochs": 2, "lr": {"low": 0.02, "high": 0.1}},
+            search={"sampler": "random", "seed": 1, "trials": 4, "concurrency": 2},
         )
-        shared = tmp_path / "shared"  # the storage both nodes write checkpoints to
-        store = tmp_path / "mlflow.db"
-        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps the driver on loopback like the nodes: on Linux Ray would
-        # otherwise rewrite 127.0.0.1 to this machine's network address, and tests stay on loopback
-        env = {
-            **os.environ,
-            "RAY_ADDRESS": cluster.address,
-            "SAMAT_RESULTS": str(shared),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        }
-        sweep = subprocess.run(
-            [SAMAT, "sweep", str(spec_file)], env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path
-        )  # no flags: address, storage, MLflow from the env
+        command, env, shared = cluster_sweep(cluster, tmp_path, spec)
+        sweep = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
         assert sweep.returncode == 0, sweep.stdout + sweep.stderr[-3000:]
 
         trial_dirs = [p for p in (shared / "multinode").iterdir() if (p / "result.json").is_file()]
@@ -101,13 +115,64 @@ def test_sweep_runs_on_both_nodes_of_a_real_cluster(tmp_path):
             assert all((c / "checkpoint.pt").is_file() for c in trial.glob("checkpoint_*"))
         assert set(ran_on.values()) == node_ids  # both nodes trained trials
 
-        client = MlflowClient(f"sqlite:///{store}")
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
         experiment = client.get_experiment_by_name("multinode")
         children = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'trial'")
         assert {r.data.tags["ray_trial_id"]: r.data.tags["ray_node_id"] for r in children} == ran_on
         assert sum(r.data.tags["pareto_front"] == "true" for r in children) >= 1
         parent = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'sweep'")[0]
         assert parent.data.tags["samat.status"] == "finished" and "hypervolume" in parent.data.metrics
-    finally:
-        cluster.shutdown()
-    assert not cluster.list_all_nodes()
+
+
+def test_a_node_lost_mid_sweep_its_trials_continue_from_their_checkpoints_on_the_rest(tmp_path):
+    """A worker node removed while its trial trains: the trial continues from its last checkpoint on the head,
+    the sweep finishes, and Ray, Optuna and MLflow agree, each epoch recorded once."""
+    epochs = 5
+    with two_node_cluster() as (cluster, worker):
+        spec = tiny_spec(
+            name="nodeloss",
+            models=["small_cnn"],
+            train={"epochs": epochs, "lr": {"low": 0.02, "high": 0.1}},
+            search={"sampler": "random", "seed": 2, "trials": 3, "concurrency": 2},
+        )
+        command, env, shared = cluster_sweep(cluster, tmp_path, spec)
+        sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lost, deadline = None, time.monotonic() + 300
+        while lost is None and time.monotonic() < deadline:  # the worker's trial has a checkpoint, and more to do
+            for trial in trial_dirs(shared / "nodeloss"):
+                last = last_result(trial)
+                if last.get("node_id") == worker.node_id and 2 <= last.get("epoch", 0) < epochs:
+                    lost = last
+                    cluster.remove_node(worker, allow_graceful=False)
+                    break
+            time.sleep(0.2)
+        assert lost, "no trial ran on the worker node"
+        output, _ = sweep.communicate(timeout=600)
+        assert sweep.returncode == 0, output[-3000:]
+
+        head = cluster.head_node.node_id
+        results = {}
+        for trial in trial_dirs(shared / "nodeloss"):
+            rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+            results[rows[-1]["trial_id"]] = rows
+        moved = results[lost["trial_id"]]
+        assert moved[-1]["epoch"] == epochs and moved[-1]["node_id"] == head  # finished on the head...
+        after = [r["epoch"] for r in moved if r["node_id"] == head]
+        assert after[0] == lost["epoch"] + 1  # ...from the checkpoint of its last reported epoch, not from scratch
+
+        client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+        experiment = client.get_experiment_by_name("nodeloss")
+        runs = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'trial'")
+        assert sorted(r.data.tags["ray_trial_id"] for r in runs) == sorted(results)  # one run per trial
+        study = optuna.load_study(study_name="nodeloss", storage=f"sqlite:///{shared / 'nodeloss' / 'optuna.db'}")
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+        completed = sorted(tuple(t.values) for t in study.trials)
+        for run in runs:
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
+            assert steps == list(range(1, epochs + 1)), steps  # every epoch once, the lost node's included
+            ray_last = results[run.data.tags["ray_trial_id"]][-1]
+            values = (ray_last["clean_acc"], ray_last["robust_acc/pgd_linf_0.1"])
+            assert run.info.status == "FINISHED" and run.data.metrics["clean_acc"] == pytest.approx(values[0])
+        ray_values = sorted((rows[-1]["clean_acc"], rows[-1]["robust_acc/pgd_linf_0.1"]) for rows in results.values())
+        for told, held in zip(completed, ray_values):  # Optuna was told what Ray and MLflow hold
+            assert told == pytest.approx(held)
