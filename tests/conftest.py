@@ -24,6 +24,7 @@ RAY_MODULES = {
     "test_moasha_sweep",
     "test_trusted_fronts",
     "test_tracking_outage",
+    "test_random_kills",
 }
 
 

@@ -1,0 +1,130 @@
+"""The sweep driver SIGKILLed at random instants, resumed after each kill, and at the end the three stores agree:
+every Optuna COMPLETE trial has exactly one FINISHED MLflow run and one finished Ray trial with the same values,
+no epoch is recorded twice, the front MLflow tags is the front of Ray's own results, and the work each kill
+threw away is bounded by Tune's experiment-state save interval (printed per kill)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from analysis.pareto import pareto_ranks
+from sweeps.trainable import STATE_SAVE_S
+from tests.conftest import SAMAT, epochs_of, finished_trials, stop_leftovers_of, tiny_spec, trial_dirs
+
+EPOCHS, TRIALS, KILLS = 3, 8, 5
+SEED = int(os.environ.get("SAMAT_KILL_SEED", "0"))  # the kill instants: rerun another schedule with this
+
+
+def reported(sweep_dir) -> dict[str, list[dict]]:
+    """Each Ray trial folder's results so far (a line still being written is skipped)."""
+    out = {}
+    for trial in trial_dirs(sweep_dir):
+        lines = (trial / "result.json").read_text().splitlines()
+        out[trial.name] = [json.loads(line) for line in lines if line.endswith("}")]
+    return out
+
+
+def test_driver_killed_at_random_instants_then_resumed_loses_only_unsaved_work(tmp_path):
+    spec_file, results = tmp_path / "kills.yaml", tmp_path / "results"
+    spec_file.write_text(
+        yaml.safe_dump(
+            tiny_spec(
+                name="kills",
+                models=["small_cnn"],
+                train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
+                search={"sampler": "random", "seed": 4, "trials": TRIALS, "concurrency": 2},
+            )
+        )
+    )
+    sweep_dir, rng, kills = results / "kills", random.Random(SEED), []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [SAMAT, "sweep", str(spec_file), "--results", str(results)]
+    for k in range(KILLS + 1):
+        sweep = subprocess.Popen(
+            command + (["--resume"] if k else []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            before = sum(len(r) for r in reported(sweep_dir).values()) if sweep_dir.exists() else 0
+            deadline = time.monotonic() + 300
+            if k < KILLS:  # a random instant once this driver's trials train: start, report, MLflow, state save
+                while sum(len(r) for r in reported(sweep_dir).values()) <= before and sweep.poll() is None:
+                    assert time.monotonic() < deadline, "no trial trained"
+                    time.sleep(0.1)
+                time.sleep(rng.uniform(0, 3))
+            else:  # the last kill: after the last trial finished, while the driver closes the sweep
+                while finished_trials(sweep_dir, EPOCHS) < TRIALS and sweep.poll() is None:
+                    assert time.monotonic() < deadline, "the sweep did not finish its trials"
+                    time.sleep(0.05)
+            if sweep.poll() is not None:
+                break  # the sweep finished before this kill's instant: nothing left to kill
+            at = time.time()
+            sweep.kill()
+            sweep.wait(timeout=30)
+        finally:
+            stop_leftovers_of(sweep.pid)
+        kills.append((at, reported(sweep_dir)))
+    assert len(kills) >= 3, "the sweep finished too soon for the kills to matter"
+
+    resumed = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+
+    final = reported(sweep_dir)
+    finished = {name: rows for name, rows in final.items() if epochs_of(sweep_dir / name)[-1:] == [EPOCHS]}
+    ray_values = {
+        rows[-1]["trial_id"]: (rows[-1]["clean_acc"], rows[-1]["robust_acc/pgd_linf_0.1"]) for rows in finished.values()
+    }
+    assert len(ray_values) == TRIALS
+
+    # Optuna: exactly the finished Ray trials are COMPLETE, with their values; nothing left RUNNING
+    study = optuna.load_study(study_name="kills", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for told, held in zip(sorted(tuple(t.values) for t in complete), sorted(ray_values.values())):
+        assert told == pytest.approx(held)
+    assert len(complete) == TRIALS
+
+    # MLflow: one FINISHED run per finished Ray trial, same values, each epoch once; abandoned ones KILLED
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kills")
+    runs = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'trial'")
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["ray_trial_id"] for r in done) == sorted(ray_values)
+    assert all(r.info.status == "KILLED" for r in runs if r.info.status != "FINISHED")
+    for run in done:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), steps  # every epoch exactly once
+        clean, robust = ray_values[run.data.tags["ray_trial_id"]]
+        assert run.data.metrics["clean_acc"] == pytest.approx(clean)
+        assert run.data.metrics["robust_acc/pgd_linf_0.1"] == pytest.approx(robust)
+
+    # the front MLflow tags is the front of Ray's own results
+    ids = sorted(ray_values)
+    ranks = pareto_ranks([list(ray_values[i]) for i in ids], ["max", "max"])
+    assert {i for i, rank in zip(ids, ranks) if rank == 1} == {
+        r.data.tags["ray_trial_id"] for r in done if r.data.tags["pareto_front"] == "true"
+    }
+
+    # no continuing trial trained an epoch again: each resumed from the checkpoint of its last reported epoch (a
+    # finished one may report its last epoch once more, which MLflow skips)
+    for name, rows in finished.items():
+        epochs = [r["epoch"] for r in rows]
+        assert all(epochs.count(e) == 1 for e in range(1, EPOCHS)), (name, epochs)
+
+    # the work each kill threw away: the epochs reported before it by trials that Tune had not saved yet, which a
+    # resumed sweep abandons (proposing them again): only trials started within one state-save interval of it
+    for number, (at, seen) in enumerate(kills, 1):
+        abandoned = {name: rows for name, rows in seen.items() if name not in finished and rows}
+        lost = sum(len(rows) for rows in abandoned.values())
+        print(f"kill {number}: {lost} reported epoch(s) of {len(abandoned)} unsaved trial(s) lost")
+        for rows in abandoned.values():
+            started = rows[0]["timestamp"] - rows[0]["time_this_iter_s"]
+            assert at - started <= STATE_SAVE_S + 3, (at - started, rows)
