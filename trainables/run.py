@@ -215,7 +215,12 @@ class Run:
         last = on_test or self.epoch >= cfg.epochs
         robust_n = cfg.eval_n if last or cfg.epoch_eval_n is None else min(cfg.epoch_eval_n, cfg.eval_n)
         start = time.perf_counter()
-        metrics = evaluate(self.model, x, y, self.data.num_classes, attacks, robust_n)
+        # the attacks' random starts draw from their own seeded stream: the same weights always get the same
+        # accuracies (a run resumed from its last checkpoint reports exactly what it reported before), and
+        # evaluating never moves the training's random stream
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            metrics = evaluate(self.model, x, y, self.data.num_classes, attacks, robust_n)
         self.eval_time_s += time.perf_counter() - start  # evaluate syncs with the device: the time is real
         if on_test:
             metrics = {metric_on_test(k): v for k, v in metrics.items()}
