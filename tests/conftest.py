@@ -12,26 +12,29 @@ from trainables.config import TrainConfig
 from trainables.data import load_digits_data
 from trainables.run import Run, fit
 
-# test modules that start Ray (sweeps, clusters, schedulers) or share the `tiny_sweep` fixture: one xdist worker
-# runs them all, one after another, so the session fixture runs once and no two Ray clusters compete
-RAY_MODULES = {
-    "test_sweep",
-    "test_records",
-    "test_faults",
-    "test_cluster",
-    "test_structure",
-    "test_moasha",
-    "test_moasha_sweep",
-    "test_trusted_fronts",
-    "test_tracking_outage",
-    "test_random_kills",
+# Test modules that start Ray, by xdist group: one worker runs a group's modules one after another. `ray`: the
+# modules that share the session's `tiny_sweep` fixture or run sweeps in the test process, so the fixture runs
+# once; `faults`: the ones that kill, cut off or restart what a sweep runs on, each with its own Ray in other
+# processes. With two workers the two groups run side by side (the torch-only tests fill in around them).
+RAY_GROUPS = {
+    "test_sweep": "ray",
+    "test_records": "ray",
+    "test_structure": "ray",
+    "test_moasha": "ray",
+    "test_moasha_sweep": "ray",
+    "test_trusted_fronts": "ray",
+    "test_faults": "faults",
+    "test_cluster": "faults",
+    "test_tracking_outage": "faults",
+    "test_random_kills": "faults",
 }
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.module.__name__.rpartition(".")[2] in RAY_MODULES:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        group = RAY_GROUPS.get(item.module.__name__.rpartition(".")[2])
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
