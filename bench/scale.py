@@ -8,8 +8,8 @@ The sweep: the mlp on digits for one epoch (PGD-10 on 50 validation images), SGD
 specs' sampler), `--concurrency` trials at once with a fractional CPU each. The driver's cost per trial is its
 process CPU time (Ray Tune's loop, Optuna, samat's callbacks; all of the driver's threads) between finished
 trials, in windows of 100 trials ending at 100, 500 and 1000; samat's MLflow recording (every write of the
-outbox, re-ranks included) is timed apart. Flat per-trial figures mean nothing in the driver grows with the
-number of finished trials.
+outbox, re-ranks included) and Tune's experiment-state saves are timed apart. Flat per-trial figures mean
+nothing in the driver grows with the number of finished trials.
 
 `--synthetic N` writes an N-trial sweep straight through samat's MLflow layer (no training: each trial gets its
 params, two epochs of metrics and an end) into a fresh sqlite store, then times `samat frontier list`, `show`
@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 
 from ray.tune import Callback
+from ray.tune.execution.tune_controller import TuneController
 
 from analysis.outbox import Outbox
 from analysis.stores import default_tracking_uri
 from analysis.tracking import SweepStore
 from sweeps.run import run_sweep
 from sweeps.spec import validate_spec
+from sweeps.trainable import STATE_SAVE_S
 
 WINDOWS = (100, 500, 1000)
 REPO = Path(__file__).resolve().parent.parent
@@ -75,9 +77,24 @@ def timed_recording(recording: dict) -> None:
     Outbox.apply = timed
 
 
+def timed_state_saves(saves: list) -> None:
+    """Every save of Tune's experiment state (every STATE_SAVE_S seconds) appends its seconds to `saves`."""
+    save = TuneController.save_to_dir
+
+    def timed(self):
+        start = time.perf_counter()
+        try:
+            return save(self)
+        finally:
+            saves.append(time.perf_counter() - start)
+
+    TuneController.save_to_dir = timed
+
+
 def sweep_at_scale(trials: int, concurrency: int, folder: Path) -> str:
-    recording = {"s": 0.0}
+    recording, saves = {"s": 0.0}, []
     timed_recording(recording)
+    timed_state_saves(saves)
     clock = DriverClock(recording)
     start = time.perf_counter()
     result = run_sweep(validate_spec(scale_spec(trials, concurrency)), folder, callbacks=[clock])
@@ -95,6 +112,11 @@ def sweep_at_scale(trials: int, concurrency: int, folder: Path) -> str:
             f"{f'{a[0] + 1}-{b[0]}':>16} {1000 * (b[1] - a[1]) / n:20.1f} {1000 * (b[2] - a[2]) / n:26.1f} "
             f"{1000 * (b[3] - a[3]) / n:14.1f}"
         )
+    tail = saves[-10:] or [0.0]
+    print(
+        f"Tune's experiment-state saves: {len(saves)}, {1000 * statistics.mean(saves or [0.0]):.0f} ms on average, "
+        f"{1000 * statistics.mean(tail):.0f} ms each for the last 10 (every {STATE_SAVE_S} s)"
+    )
     return result.tracking_uri
 
 
