@@ -237,7 +237,7 @@ def add_front_checks(action) -> None:
         "write to MLflow what a sweep kept on the driver's disk while the tracking store did not answer "
         "(its mlflow-pending.jsonl); `samat sweep --resume` does it too",
     )
-    sync.add_argument("sweep", metavar="SWEEP")
+    sync.add_argument("sweep", metavar="SWEEP", help="the sweep's name: its kept writes are in <results>/SWEEP/")
     sync.set_defaults(handler=sync_command)
 
 
