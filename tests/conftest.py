@@ -15,7 +15,7 @@ from trainables.run import Run, fit
 # Test modules that start Ray (sweeps, clusters, schedulers, killed drivers, stopped tracking servers) or share
 # the `tiny_sweep` fixture: one xdist worker runs them all, one after another, so the session fixture runs once
 # and no two Ray clusters compete for the 2 cores; the torch-only tests run on the other worker. (Two Ray groups
-# side by side were slower: 9 min 36 s against 8 min 35 s, every Ray test slowed by the other.)
+# side by side were no faster: every Ray test slowed by the other.)
 RAY_MODULES = {
     "test_sweep",
     "test_records",
