@@ -126,8 +126,8 @@ def frontier_command(args: argparse.Namespace) -> int:
     if args.action in ("export", "plot"):
         output = check_output(args.output, FORMATS if args.action == "export" else PLOT_FORMATS)
     console = Console()
-    if args.action == "list" and (sweeps := read_sweep_index(tracking_uri(args))) is not None:
-        print_sweeps(tracking_uri(args), sweeps, console)  # the index is the database as it is: no MLflow needed
+    if args.action == "list" and (sweeps := read_sweep_index(uri := tracking_uri(args))) is not None:
+        print_sweeps(uri, sweeps, console)  # the index is the database as it is: no MLflow needed
         return 0
     store = open_store(args)
     try:

@@ -126,10 +126,11 @@ class Outbox:
         except Exception as e:  # noqa: BLE001
             self.fell_behind(e)
         left = ops[done:]
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text("".join(json.dumps(op) + "\n" for op in left))
-        os.replace(temporary, self.path)  # what was written goes, atomically: a crash here repeats, never loses
-        if not left:
+        if left:
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text("".join(json.dumps(op) + "\n" for op in left))
+            os.replace(temporary, self.path)  # what was written goes, atomically: a crash repeats, never loses
+        else:
             self.path.unlink()
             if self.warned:
                 print(
@@ -208,9 +209,9 @@ class Outbox:
             setattr(row, key, value)
 
     def rerank(self) -> None:
-        """Rank the sweep's trials and write the ranks that changed. The sweep is read from MLflow once per driver;
-        after that the record follows the writes this outbox makes, so a re-rank costs no reads and its writes
-        are the changed ranks only: flat per trial, however many trials the sweep has."""
+        """Rank the sweep's trials and write the ranks that changed. The sweep is read from MLflow once per driver
+        (and again after a failed write); after that the record follows the writes this outbox makes, so a
+        re-rank reads nothing back and writes only the ranks that changed and the hypervolume."""
         if self.record is None:
             self.record = self.store.load_sweep(self.sweep_name)
             self.rows = {row.trial_id: row for row in self.record.rows}

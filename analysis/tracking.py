@@ -60,6 +60,8 @@ class SweepStore:
     def __init__(self, tracking_uri: str):
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
+        self._experiment_ids: dict[str, str] = {}  # parent run id -> its experiment's id (never changes)
+        self._hypervolume_steps: dict[str, int] = {}  # parent run id -> see hypervolume_step
 
     def check_reachable(self) -> None:
         """Fail fast, naming the URI, if the store cannot answer (no training starts before this passes)."""
@@ -116,7 +118,7 @@ class SweepStore:
         if found:
             return found
         run = self.client.create_run(
-            self.client.get_run(parent_run_id).info.experiment_id,
+            self.experiment_of(parent_run_id),
             run_name=f"{params.get('method')}-{trial_id}",
             tags={
                 "mlflow.parentRunId": parent_run_id,
@@ -131,9 +133,15 @@ class SweepStore:
         return run.info.run_id
 
     def find_trial_run(self, parent_run_id: str, trial_id: str) -> str | None:
-        experiment_id = self.client.get_run(parent_run_id).info.experiment_id
-        found = self.client.search_runs([experiment_id], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1)
+        found = self.client.search_runs(
+            [self.experiment_of(parent_run_id)], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1
+        )
         return found[0].info.run_id if found else None
+
+    def experiment_of(self, parent_run_id: str) -> str:
+        if parent_run_id not in self._experiment_ids:
+            self._experiment_ids[parent_run_id] = self.client.get_run(parent_run_id).info.experiment_id
+        return self._experiment_ids[parent_run_id]
 
     def log_params(self, run_id: str, values: dict) -> None:
         """A nested dict as flat params, within MLflow's limits (250-char keys, 6000-char values, 100 a batch)."""
@@ -186,29 +194,31 @@ class SweepStore:
         """Tag the children of a ranked record whose rank changed (each row's `pareto_rank` metric is the one MLflow
         holds), and log the hypervolume on the parent with step = number of finished trials."""
         for row in record.rows:
-            stored = row.metrics.get(PARETO_RANK)
-            if row.rank is not None and stored != row.rank:
-                self.client.log_batch(
-                    row.run_id,
-                    metrics=[Metric(PARETO_RANK, row.rank, 0, 0)],
-                    tags=[RunTag(PARETO_FRONT, "true" if row.rank == 1 else "false")],
-                )
-            elif row.rank is None and stored == 1:  # was on the front, is no longer ranked
-                self.client.log_batch(
-                    row.run_id, metrics=[Metric(PARETO_RANK, 0, 0, 0)], tags=[RunTag(PARETO_FRONT, "false")]
-                )
-            else:
+            stored, new = row.metrics.get(PARETO_RANK), row.rank or 0  # 0: not ranked
+            if stored == new or (row.rank is None and stored != 1):  # unchanged, or never on the front
                 continue
-            row.metrics[PARETO_RANK] = row.rank or 0
+            self.client.log_batch(
+                row.run_id,
+                metrics=[Metric(PARETO_RANK, new, 0, 0)],
+                tags=[RunTag(PARETO_FRONT, "true" if new == 1 else "false")],
+            )
+            row.metrics[PARETO_RANK] = new
         finished = len(record.finished)
-        logged = self.client.get_metric_history(record.parent_run_id, "hypervolume")
-        if finished and finished != max((m.step for m in logged), default=0):  # one point per trial count
+        if finished and finished != self.hypervolume_step(record.parent_run_id):  # one point per trial count
             self.log_metrics(
                 record.parent_run_id,
                 {"hypervolume": record.hypervolume(), "front_size": len(record.front)},
                 step=finished,
             )
+            self._hypervolume_steps[record.parent_run_id] = finished
         return record
+
+    def hypervolume_step(self, parent_run_id: str) -> int:
+        """The trial count of the last hypervolume logged on the parent: read once, then kept as it is logged."""
+        if parent_run_id not in self._hypervolume_steps:
+            logged = self.client.get_metric_history(parent_run_id, "hypervolume")
+            self._hypervolume_steps[parent_run_id] = max((m.step for m in logged), default=0)
+        return self._hypervolume_steps[parent_run_id]
 
     def log_front_artifacts(self, record: SweepRecord, html: bool = False, folder_name: str = "front") -> None:
         """The front table (parquet and JSON) and plot (PNG, and with `html` the interactive plotly page), in the

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 from ray.tune.execution.tune_controller import TuneController
+from timed_sweep import time_calls
 
 from analysis.outbox import Outbox
 from analysis.stores import default_tracking_uri
@@ -56,45 +57,17 @@ def scale_spec(trials: int, concurrency: int) -> dict:
 class DriverClock(Callback):
     """At each finished trial: (trials finished, driver CPU seconds, recording seconds, wall seconds)."""
 
-    def __init__(self, recording: dict):
+    def __init__(self, recording: list[float]):
         self.recording, self.marks = recording, []
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.marks.append((len(self.marks) + 1, time.process_time(), self.recording["s"], time.perf_counter()))
-
-
-def timed_recording(recording: dict) -> None:
-    """Every outbox write (and re-rank) adds its seconds to `recording`."""
-    apply = Outbox.apply
-
-    def timed(self, op):
-        start = time.perf_counter()
-        try:
-            return apply(self, op)
-        finally:
-            recording["s"] += time.perf_counter() - start
-
-    Outbox.apply = timed
-
-
-def timed_state_saves(saves: list) -> None:
-    """Every save of Tune's experiment state (every STATE_SAVE_S seconds) appends its seconds to `saves`."""
-    save = TuneController.save_to_dir
-
-    def timed(self):
-        start = time.perf_counter()
-        try:
-            return save(self)
-        finally:
-            saves.append(time.perf_counter() - start)
-
-    TuneController.save_to_dir = timed
+        self.marks.append((len(self.marks) + 1, time.process_time(), sum(self.recording), time.perf_counter()))
 
 
 def sweep_at_scale(trials: int, concurrency: int, folder: Path) -> str:
-    recording, saves = {"s": 0.0}, []
-    timed_recording(recording)
-    timed_state_saves(saves)
+    recording, saves = [], []
+    time_calls(Outbox, "apply", recording)  # every MLflow write of the recorder, re-ranks included
+    time_calls(TuneController, "save_to_dir", saves)  # Tune's experiment-state saves, every STATE_SAVE_S
     clock = DriverClock(recording)
     start = time.perf_counter()
     result = run_sweep(validate_spec(scale_spec(trials, concurrency)), folder, callbacks=[clock])

@@ -5,6 +5,7 @@ until Tune starts the first trial, i.e. until a trial process has imported the t
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import tempfile
@@ -20,6 +21,21 @@ class TimedSweep:
     workers_s: float  # from the sweep's start to the first trial's start
     sweep_s: float  # the whole run_sweep call
     splits: list[dict[str, float]]  # per trial: training, evaluation, checkpoint and report, set-up
+
+
+def time_calls(owner, name: str, seconds: list[float]) -> None:
+    """Wrap `owner.name` (a class's method) so that each call appends its seconds to `seconds`."""
+    method = getattr(owner, name)
+
+    @functools.wraps(method)
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - start)
+
+    setattr(owner, name, timed)
 
 
 def trial_split(result_file: Path) -> dict[str, float]:

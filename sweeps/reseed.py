@@ -20,7 +20,7 @@ from sweeps.ray_start import start_ray
 from sweeps.recording import MLflowRecorder
 from sweeps.results import FinishedSweep, load_finished_sweep
 from sweeps.space import train_config
-from sweeps.trainable import with_resources, with_result_files
+from sweeps.trainable import configure_tune, with_resources, with_result_files
 
 
 class Proposals(Searcher):
@@ -60,6 +60,7 @@ def reseed_sweep(
     recorder = MLflowRecorder(
         Outbox(store.tracking_uri, name, sweep.record.parent_run_id, pending_path(study_dir)), spec
     )
+    configure_tune()
     connected = start_ray(address)
     try:
         tune.Tuner(

@@ -29,7 +29,7 @@ from sweeps.results import FinishedSweep
 from sweeps.search import fail_running_trials, make_searcher
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
-from sweeps.trainable import with_resources, with_result_files
+from sweeps.trainable import configure_tune, with_resources, with_result_files
 from trainables.vocabulary import EPOCH, EPOCHS
 
 if TYPE_CHECKING:  # the driver imports no torch: trials and certification do, in their own processes
@@ -70,6 +70,7 @@ def run_sweep(
     """Run (or with `resume`, continue) a sweep, record it in MLflow, and return its trials and Pareto front.
     Joins the Ray cluster at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
     set_quiet_mlflow_env()
+    configure_tune()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # everything that can refuse the sweep is checked before anything is written or started
@@ -170,7 +171,6 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
 
 def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:
     """Tune restores the searcher (with its Optuna study), the callbacks and every trial's last checkpoint."""
-    with_result_files([])  # the restored callbacks hold the result files: this keeps Tune from adding TensorBoard's
     return tune.Tuner.restore(place.experiment_path, with_resources(spec), resume_unfinished=True, resume_errored=True)
 
 

@@ -17,7 +17,7 @@ from sweeps.space import train_config
 from sweeps.spec import SweepSpec
 
 CHECKPOINT_FILE = "checkpoint.pt"
-STATE_SAVE_S = 1  # seconds between Tune's experiment-state saves (see with_result_files)
+STATE_SAVE_S = 1  # seconds between Tune's experiment-state saves (see configure_tune)
 
 
 def with_resources(spec: SweepSpec):
@@ -25,24 +25,29 @@ def with_resources(spec: SweepSpec):
     return tune.with_resources(train_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def with_result_files(callbacks: list) -> list:
-    """The sweep's callbacks and Tune's result files (each trial's result.json and progress.csv), without the
-    TensorBoard logger Tune adds by default: tensorboardX imports torch, 3.4 s of the driver's start-up on 2 cores,
-    for event files samat never reads. Also quiets Tune's own progress output (samat prints its own)."""
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read when Tune starts, on a restore too
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0, Tune then prints nothing
-    # How often Tune saves the experiment state (its trials and the searcher). A trial Tune started after the
-    # last save is unknown to a resumed sweep, which proposes it again from scratch: Tune's "auto" waits 10 s or
-    # more between saves, so a driver killed at the wrong moment threw away up to 10 s of every new trial's
-    # epochs. One second bounds that loss to what a trial trains in its first second; a save of a 1,000-trial
-    # experiment takes ~0.1 s (bench/scale.py), so the driver spends no more than that each second.
+def configure_tune() -> None:
+    """Tune's settings for samat's sweeps, read from the environment when Tune starts (a restore included):
+    - no automatic result loggers: `with_result_files` adds the JSON and CSV ones, not TensorBoard's
+      (tensorboardX imports torch, 3.4 s of the driver's start-up on 2 cores, for files samat never reads);
+    - no progress output of Tune's own (with verbose=0): samat prints its own;
+    - the experiment state (trials and searcher) saved every STATE_SAVE_S seconds. A trial Tune started after the
+      last save is unknown to a resumed sweep, which proposes it again from scratch: Tune's "auto" waits 10 s or
+      more between saves, so a driver killed at the wrong moment threw away up to 10 s of every new trial's
+      epochs. One second bounds that to what a trial trains in its first second; a save of a 1,000-trial
+      experiment took 61-129 ms (bench/scale.py)."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_S))
+
+
+def with_result_files(callbacks: list) -> list:
+    """The sweep's callbacks and Tune's result files: each trial's result.json and progress.csv."""
     return [*callbacks, JsonLoggerCallback(), CSVLoggerCallback()]
 
 
 def train_trial(config: dict) -> None:
     # the training core is imported here, in the trial's process: the driver imports this module only to name the
-    # function, and would pay torch's import (3 s of 2 cores) for nothing. Local Ray's workers preload it.
+    # function, and would pay torch's import (3 s of 2 cores) for nothing
     import torch  # noqa: PLC0415
 
     from trainables.run import DivergenceError, Run, fit  # noqa: PLC0415

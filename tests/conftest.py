@@ -107,6 +107,19 @@ def start_sweep(spec_file: Path, results: Path) -> subprocess.Popen:
     )
 
 
+def resume_sweep(spec_file: Path, results: Path) -> subprocess.CompletedProcess:
+    """`samat sweep SPEC --results RESULTS --resume` to the end; it must succeed."""
+    resumed = subprocess.run(
+        [SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    return resumed
+
+
 def epochs_of(trial_dir: Path) -> list[int]:
     """The epochs a trial reported, from its result.json (a line still being written is skipped)."""
     lines = (trial_dir / "result.json").read_text().splitlines()

@@ -14,10 +14,10 @@ import yaml
 from analysis.tracking import SweepStore
 from sweeps.cli import main
 from tests.conftest import (
-    SAMAT,
     epochs_of,
     finished_trials,
     last_result,
+    resume_sweep,
     start_sweep,
     stop_leftovers_of,
     tiny_spec,
@@ -89,14 +89,7 @@ def test_killed_driver_is_resumed_and_everything_agrees(tmp_path):
     finally:
         stop_leftovers_of(sweep.pid)
 
-    resumed = subprocess.run(
-        [SAMAT, "sweep", str(spec), "--results", str(results), "--resume"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-3000:]
+    resume_sweep(spec, results)
 
     finished = [p for p in trial_dirs(results / "crash") if epochs_of(p)[-1:] == [3]]
     for name, text in finished_before.items():  # no finished trial re-ran (it may report its end once more)

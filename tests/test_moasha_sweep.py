@@ -4,7 +4,6 @@ everywhere and never ranked, and an interrupted sweep resumes with its rung reco
 import glob
 import pickle
 import signal
-import subprocess
 import time
 
 import optuna
@@ -14,7 +13,7 @@ from mlflow import MlflowClient
 
 from analysis.tracking import SweepStore
 from sweeps.cli import main
-from tests.conftest import SAMAT, epochs_of, start_sweep, tiny_spec, trial_dirs
+from tests.conftest import epochs_of, resume_sweep, start_sweep, tiny_spec, trial_dirs
 
 
 def stopping_spec(**changes) -> dict:
@@ -139,13 +138,7 @@ def test_resume_after_ctrl_c_keeps_the_rung_records(tmp_path):
     first_rung = before["brackets"][0][0].recorded
     assert len(first_rung) >= 2  # the trials that reached epoch 1 before Ctrl-C
 
-    resumed = subprocess.run(
-        [SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resume_sweep(spec_file, results)
     after = scheduler_state(results / "stoppy")
     # every rung still holds what it held before Ctrl-C (trials ended then do not run again, so only the saved
     # state can hold them), and the first rung now holds all 6 trials

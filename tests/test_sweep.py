@@ -2,7 +2,6 @@
 
 import json
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from analysis.tracking import SweepStore
 from sweeps.cli import main
 from sweeps.run import run_sweep
 from sweeps.spec import validate_spec
-from tests.conftest import SAMAT, epochs_of, finished_trials, start_sweep, tiny_spec
+from tests.conftest import epochs_of, finished_trials, resume_sweep, start_sweep, tiny_spec
 
 
 def test_three_trial_sweep_end_to_end(tiny_sweep):
@@ -84,13 +83,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         json.loads(line) for p in (results / "resumable").glob("*/result.json") for line in p.read_text().splitlines()
     )
 
-    resumed = subprocess.run(
-        [SAMAT, "sweep", str(spec_file), "--results", str(results), "--resume"],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resumed = resume_sweep(spec_file, results)
     assert "Pareto front of resumable" in resumed.stdout
 
     study = optuna.load_study(study_name="resumable", storage=storage)
