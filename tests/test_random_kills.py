@@ -20,7 +20,7 @@ from analysis.pareto import pareto_ranks
 from sweeps.trainable import STATE_SAVE_S
 from tests.conftest import SAMAT, epochs_of, finished_trials, resume_sweep, stop_leftovers_of, tiny_spec, trial_dirs
 
-EPOCHS, TRIALS, KILLS = 3, 8, 5
+EPOCHS, TRIALS, KILLS = 3, 12, 5
 SEED = int(os.environ.get("SAMAT_KILL_SEED", "0"))  # the kill instants: rerun another schedule with this
 
 
