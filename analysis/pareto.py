@@ -6,6 +6,7 @@ other, so duplicates share a rank. Rank 1 is the Pareto front."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,9 +24,31 @@ def pareto_ranks(values: Sequence[Sequence[float]], directions: Sequence[str]) -
     """Rank of each point by non-dominated sorting (Deb et al. 2002): 1 = not dominated by any point,
     2 = dominated only by rank-1 points, and so on."""
     points = as_maximised(values, directions)
-    n = len(points)
-    if n == 0:
+    if len(points) == 0:
         return []
+    return _ranks_2d(points) if points.shape[1] == 2 else _ranks_by_peeling(points)
+
+
+def _ranks_2d(points: np.ndarray) -> list[int]:
+    """Two objectives in O(n log n) (10,000 trials rank in milliseconds): visit the points by x, then y, both
+    descending. Every point visited before has an x >= this one's, so it dominates this one exactly when its y is
+    >= and it is not an equal point. `lowest[k]` is minus the largest y on front k + 1 so far (non-decreasing in
+    k): a point joins the first front none of whose points has a y >= its own."""
+    order = np.lexsort((-points[:, 1], -points[:, 0]))
+    ranks, lowest, previous, rank = [0] * len(points), [], None, 0
+    for i in order:
+        x, y = points[i]
+        if (x, y) != previous:  # equal points share a rank
+            front = bisect.bisect_right(lowest, -y)
+            lowest[front : front + 1] = [-y]
+            rank, previous = front + 1, (x, y)
+        ranks[i] = rank
+    return ranks
+
+
+def _ranks_by_peeling(points: np.ndarray) -> list[int]:
+    """Any number of objectives, from the full dominance matrix (memory and time quadratic in the points)."""
+    n = len(points)
     geq = (points[:, None, :] >= points[None, :, :]).all(-1)
     gt = (points[:, None, :] > points[None, :, :]).any(-1)
     dominates = geq & gt  # dominates[i, j]: i dominates j

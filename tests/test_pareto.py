@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from analysis.pareto import hypervolume, pareto_front, pareto_ranks
+from analysis.pareto import _ranks_2d, _ranks_by_peeling, as_maximised, hypervolume, pareto_front, pareto_ranks
 from analysis.trials import TrialRow, front, objective_values, rank_rows
 
 
@@ -35,6 +35,17 @@ def test_ranks_match_brute_force_on_random_points_with_duplicates(seed):
     points = rng.integers(0, 6, (40, m)).astype(float)  # a coarse grid: many ties and exact duplicates
     points = np.vstack([points, points[:5]])
     assert pareto_ranks(points.tolist(), directions) == brute_force_ranks(points.tolist(), directions)
+
+
+@pytest.mark.parametrize("grid", [4, 30, None])
+def test_two_objective_sweep_equals_the_dominance_matrix_on_many_points(grid):
+    """The O(n log n) two-objective ranking against the quadratic one, on 600 points: coarse grids (ties in one
+    coordinate, exact duplicates) and continuous values (deep fronts)."""
+    rng = np.random.default_rng(0)
+    points = rng.integers(0, grid, (600, 2)).astype(float) if grid else rng.uniform(0, 1, (600, 2))
+    for directions in (["max", "max"], ["max", "min"], ["min", "min"]):
+        maximised = as_maximised(points.tolist(), directions)
+        assert _ranks_2d(maximised) == _ranks_by_peeling(maximised)
 
 
 def test_duplicates_share_a_rank_and_front():
