@@ -20,7 +20,9 @@ from analysis.pareto import as_maximised
 from analysis.plots import PLOT_FORMATS, write_plot
 from analysis.stores import TrackingError, artifact_root, default_tracking_uri, read_sweep_index, set_quiet_mlflow_env
 from analysis.trials import (
+    LISTED_STOPPED,
     SweepRecord,
+    SweepSummary,
     TrialRow,
     common_reference,
     format_params,
@@ -135,8 +137,8 @@ def frontier_command(args: argparse.Namespace) -> int:
         if args.action == "list":
             print_sweeps(store.tracking_uri, store.list_sweeps(), console)
         elif args.action == "show":
-            record = store.load_sweep(args.sweep)
-            show_front(record, console)
+            record, summary = store.load_front(args.sweep)
+            show_front(record, summary, console)
             console.print(
                 f"front in the MLflow UI: {runs_page(ui_base(store.tracking_uri), record.experiment_id)}"
                 + (
@@ -147,10 +149,11 @@ def frontier_command(args: argparse.Namespace) -> int:
                 soft_wrap=True,
             )
         elif args.action == "export":
-            record = store.load_sweep(args.sweep)
-            rows = record.table(front_only=args.front_only)
+            rows = store.closed_table(args.sweep, args.front_only)
+            if rows is None:  # a running sweep: every trial as MLflow holds it now
+                rows = store.load_sweep(args.sweep).table(front_only=args.front_only)
             write_table(rows, output)
-            console.print(f"wrote {len(rows)} {'front ' if args.front_only else ''}trials of {record.name} to {output}")
+            console.print(f"wrote {len(rows)} {'front ' if args.front_only else ''}trials of {args.sweep} to {output}")
         elif args.action == "plot" and args.curves:
             record = store.load_sweep(args.sweep)
             try:
@@ -239,16 +242,18 @@ def front_table(title: str, objectives: list[str], front: list[TrialRow]) -> Tab
     return table
 
 
-def show_front(record, console) -> None:
+def show_front(record: SweepRecord, summary: SweepSummary, console) -> None:
+    """The front of `record` (its front rows, reseeds and stopped rows are all it needs) under the sweep's figures;
+    a running sweep's as of its last re-rank."""
     title = (
-        f"Pareto front of {record.name} ({record.status}): {len(record.front)} of {len(record.finished)} "
-        f"finished trials, hypervolume {record.hypervolume():.4f}"
+        f"Pareto front of {record.name} ({record.status}): {len(record.front)} of {summary.ranked} "
+        f"finished trials, hypervolume {summary.hypervolume:.4f}"
     )
     console.print(
         seeded_front_table(title, record) if record.reseeds else front_table(title, record.objectives, record.front)
     )
-    if record.stopped:
-        console.print(stopped_line(record.stopped, len(record.rows)), soft_wrap=True)
+    if summary.stopped:
+        console.print(stopped_line(summary.stopped_at, summary.trials, record.stopped), soft_wrap=True)
 
 
 def summary_table(record: SweepRecord) -> Table:
@@ -302,13 +307,20 @@ def seeded_front_table(title: str, record: SweepRecord) -> Table:
     return table
 
 
-def stopped_line(stopped: list[TrialRow], trials: int) -> str:
-    """The trials the scheduler stopped early, by the epoch they stopped at: not ranked, so never on the front."""
-    by_epoch: dict[int | None, list[str]] = {}
-    for row in sorted(stopped, key=lambda r: (r.stopped_at or 0, r.trial_id)):
-        by_epoch.setdefault(row.stopped_at, []).append(row.trial_id)
-    where = "; ".join(f"at epoch {epoch}: {', '.join(ids)}" for epoch, ids in by_epoch.items())
-    return f"stopped early by MO-ASHA (not ranked): {len(stopped)} of {trials} trials; {where}"
+def stopped_line(stopped_at: dict[str, int], trials: int, stopped: list[TrialRow]) -> str:
+    """The trials the scheduler stopped early (not ranked, so never on the front), counted by the epoch they
+    stopped at (`stopped_at`, see stopped_counts), and named when `stopped` holds them all and they are few."""
+    named = len(stopped) == sum(stopped_at.values()) <= LISTED_STOPPED
+    where = "; ".join(
+        f"at epoch {epoch}: "
+        + (
+            ", ".join(sorted(r.trial_id for r in stopped if str(r.stopped_at or 0) == epoch))
+            if named
+            else f"{n} trials"
+        )
+        for epoch, n in stopped_at.items()
+    )
+    return f"stopped early by MO-ASHA (not ranked): {sum(stopped_at.values())} of {trials} trials; {where}"
 
 
 def compare(a: SweepRecord, b: SweepRecord, console: Console) -> None:

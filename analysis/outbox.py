@@ -209,14 +209,15 @@ class Outbox:
             setattr(row, key, value)
 
     def rerank(self) -> None:
-        """Rank the sweep's trials and write the ranks that changed. The sweep is read from MLflow once per driver
-        (and again after a failed write); after that the record follows the writes this outbox makes, so a
-        re-rank reads nothing back and writes only the ranks that changed and the hypervolume."""
+        """Rank the sweep's trials and write which ones joined or left the front, the summary and the hypervolume
+        (every rank is written when the sweep closes). The sweep is read from MLflow once per driver (and again
+        after a failed write); after that the record follows the writes this outbox makes, so a re-rank reads
+        nothing back."""
         if self.record is None:
             self.record = self.store.load_sweep(self.sweep_name)
             self.rows = {row.trial_id: row for row in self.record.rows}
         rank_rows(self.record.rows, self.record.directions)
-        self.store.write_ranks(self.record)
+        self.store.write_ranks(self.record, every_rank=False)
 
     def run_of(self, trial_id: str) -> str:
         """The trial's run: created by its `trial` write, which comes first (found again after a restart)."""

@@ -14,6 +14,7 @@ running sweep) both live here, so the layout is defined once:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -23,12 +24,13 @@ from typing import Any
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from analysis.curves import method_summary, write_curves
-from analysis.export import write_table
+from analysis.export import read_table, write_table
 from analysis.plots import write_plot
 from analysis.stores import TrackingError, artifact_root, database_version, write_sweep_index
-from analysis.trials import SweepRecord, TrialRow, rank_rows
+from analysis.trials import LISTED_STOPPED, SweepRecord, SweepSummary, TrialRow, rank_rows
 
 ROLE = "samat.role"
 STATUS = "samat.status"  # parent: running | interrupted | finished (its MLflow status follows); trial: stopped
@@ -42,6 +44,8 @@ RESEED_OF = "samat.reseed_of"  # config key and tag of a reseeded trial: the Ray
 EXPERIMENT_PATH = "samat.experiment_path"  # tag on the parent run: Ray's folder (or URI) of the sweep
 PARETO_FRONT = "pareto_front"  # tag on each trial run: "true" | "false"
 PARETO_RANK = "pareto_rank"  # metric on each trial run: 1 = on the front
+FRONT_TABLE, TRIALS_TABLE = "front/front.parquet", "trials/trials.parquet"  # parent artifacts: export rows
+SUMMARY = "samat.summary"  # tag on the parent: the SweepSummary (JSON) as of the last re-rank
 RUN_STATUS = {"FINISHED": "complete", "FAILED": "error", "KILLED": "error"}  # MLflow run status -> TrialRow's
 
 
@@ -62,6 +66,7 @@ class SweepStore:
         self.client = MlflowClient(tracking_uri)
         self._experiment_ids: dict[str, str] = {}  # parent run id -> its experiment's id (never changes)
         self._hypervolume_steps: dict[str, int] = {}  # parent run id -> see hypervolume_step
+        self._summaries: dict[str, str] = {}  # parent run id -> the summary last written (JSON)
 
     def check_reachable(self) -> None:
         """Fail fast, naming the URI, if the store cannot answer (no training starts before this passes)."""
@@ -187,15 +192,20 @@ class SweepStore:
                 )
 
     def update_front(self, name: str) -> SweepRecord:
-        """Re-rank every finished trial as MLflow holds them, and record the ranks and hypervolume."""
-        return self.write_ranks(self.load_sweep(name))
+        """Re-rank every finished trial as MLflow holds them, and record every rank and the hypervolume."""
+        return self.write_ranks(self.load_sweep(name), every_rank=True)
 
-    def write_ranks(self, record: SweepRecord) -> SweepRecord:
-        """Tag the children of a ranked record whose rank changed (each row's `pareto_rank` metric is the one MLflow
-        holds), and log the hypervolume on the parent with step = number of finished trials."""
+    def write_ranks(self, record: SweepRecord, every_rank: bool) -> SweepRecord:
+        """Write what changed of a ranked record: the children whose front membership changed (`pareto_front`
+        tag, `pareto_rank` metric) and, with `every_rank`, also those whose rank below the front changed (a new
+        front point can move hundreds down a rank: while a sweep runs, only membership is kept current); the
+        sweep's summary on the parent; the hypervolume with step = number of finished trials. Each row's
+        `pareto_rank` metric is the one MLflow holds."""
         for row in record.rows:
             stored, new = row.metrics.get(PARETO_RANK), row.rank or 0  # 0: not ranked
             if stored == new or (row.rank is None and stored != 1):  # unchanged, or never on the front
+                continue
+            if not every_rank and (stored == 1) == (new == 1):
                 continue
             self.client.log_batch(
                 row.run_id,
@@ -203,6 +213,10 @@ class SweepStore:
                 tags=[RunTag(PARETO_FRONT, "true" if new == 1 else "false")],
             )
             row.metrics[PARETO_RANK] = new
+        summary = json.dumps(dataclasses.asdict(record.summary()))
+        if summary != self._summaries.get(record.parent_run_id):
+            self.client.set_tag(record.parent_run_id, SUMMARY, summary)
+            self._summaries[record.parent_run_id] = summary
         finished = len(record.finished)
         if finished and finished != self.hypervolume_step(record.parent_run_id):  # one point per trial count
             self.log_metrics(
@@ -225,15 +239,20 @@ class SweepStore:
         parent run's artifact folder `folder_name`."""
         with tempfile.TemporaryDirectory() as folder:
             rows = record.table(front_only=True)
-            for file in ("front.parquet", "front.json"):
+            for file in (Path(FRONT_TABLE).name, "front.json"):
                 write_table(rows, Path(folder) / file)
             for file in ("front.png", "front.html") if html else ("front.png",):
                 write_plot(record, Path(folder) / file)
             self.client.log_artifacts(record.parent_run_id, folder, folder_name)
 
     def close_sweep(self, name: str, finished: bool) -> SweepRecord:
+        """Every rank, the front's artifacts, the whole trial table (`trials/trials.parquet`: what `samat frontier
+        export` reads of a closed sweep), the curves; then the status, and the sweep index."""
         record = self.update_front(name)
         self.log_front_artifacts(record, html=True)
+        with tempfile.TemporaryDirectory() as folder:
+            write_table(record.table(), Path(folder) / Path(TRIALS_TABLE).name)
+            self.client.log_artifacts(record.parent_run_id, folder, str(Path(TRIALS_TABLE).parent))
         self.log_curves(record)
         self.client.set_tag(record.parent_run_id, STATUS, "finished" if finished else "interrupted")
         self.client.set_terminated(record.parent_run_id, "FINISHED" if finished else "KILLED")
@@ -290,6 +309,21 @@ class SweepStore:
             local = self.client.download_artifacts(parent.info.run_id, "spec.yaml", folder)
             return yaml.safe_load(Path(local).read_text()), path
 
+    def closed_table(self, name: str, front_only: bool) -> list[dict] | None:
+        """A closed sweep's export rows as its close wrote them (`front/front.parquet`, `trials/trials.parquet`),
+        read in a second at any size; None for a sweep still running (or killed), or closed by an older samat."""
+        _, parent = self.sweep_parent(name)
+        if parent.data.tags.get(STATUS) not in ("finished", "interrupted"):
+            return None
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                local = self.client.download_artifacts(
+                    parent.info.run_id, FRONT_TABLE if front_only else TRIALS_TABLE, folder
+                )
+            except MlflowException:
+                return None
+            return read_table(local)
+
     def sweep_parent(self, name: str):
         experiment = self.client.get_experiment_by_name(name)
         parent = experiment and self.parent_run(experiment.experiment_id)
@@ -299,22 +333,50 @@ class SweepStore:
         return experiment, parent
 
     def load_sweep(self, name: str) -> SweepRecord:
+        """The sweep with every trial, ranked afresh from the values MLflow holds."""
         experiment, parent = self.sweep_parent(name)
+        record = self.empty_record(experiment, parent)
+        record.rows = [self.trial_row(run, record.directions) for run in self.child_runs(experiment.experiment_id)]
+        self.add_reseeds(record)
+        rank_rows(record.rows, record.directions)
+        record.rows.sort(key=lambda r: r.trial_id or "")
+        return record
+
+    def load_front(self, name: str) -> tuple[SweepRecord, SweepSummary]:
+        """The sweep's front as last ranked (its rows alone, with their reseeds, and the stopped trials if at most
+        LISTED_STOPPED), and its summary: what `samat frontier show` needs, reading a few runs at any sweep size.
+        A sweep not ranked yet, or recorded by an older samat, has no summary: then every trial is read."""
+        experiment, parent = self.sweep_parent(name)
+        tag = parent.data.tags.get(SUMMARY)
+        if tag is None:
+            record = self.load_sweep(name)
+            return record, record.summary()
+        summary = SweepSummary(**json.loads(tag))
+        record = self.empty_record(experiment, parent)
+        for run in self.child_runs(experiment.experiment_id, f"tags.{PARETO_FRONT} = 'true'"):
+            record.rows.append(self.trial_row(run, record.directions))
+            record.rows[-1].rank = 1
+        if summary.stopped <= LISTED_STOPPED:
+            stopped = self.child_runs(experiment.experiment_id, f"tags.`{STATUS}` = '{STOPPED}'")
+            record.rows += [self.trial_row(run, record.directions) for run in stopped]
+        self.add_reseeds(record)
+        return record, summary
+
+    def empty_record(self, experiment, parent) -> SweepRecord:
+        """The sweep's record without its trials."""
         directions = dict(json.loads(parent.data.tags["samat.objectives"]))
-        record = SweepRecord(
-            name,
+        return SweepRecord(
+            experiment.name,
             experiment.experiment_id,
             parent.info.run_id,
             parent.data.tags.get(STATUS, parent.info.status.lower()),
             directions,
             json.loads(parent.data.tags.get("samat.reference", "null")) or [None] * len(directions),
         )
-        record.rows = [self.trial_row(run, directions) for run in self.child_runs(experiment.experiment_id)]
-        for run in self.child_runs(experiment.experiment_id, role="reseed"):
-            record.reseeds.setdefault(run.data.tags.get(RESEED_OF), []).append(self.trial_row(run, directions))
-        rank_rows(record.rows, directions)
-        record.rows.sort(key=lambda r: r.trial_id or "")
-        return record
+
+    def add_reseeds(self, record: SweepRecord) -> None:
+        for run in self.child_runs(record.experiment_id, role="reseed"):
+            record.reseeds.setdefault(run.data.tags.get(RESEED_OF), []).append(self.trial_row(run, record.directions))
 
     def trial_row(self, run, directions: dict[str, str]) -> TrialRow:
         """A child run as a trial row (the same type Ray's results are read into)."""
@@ -331,14 +393,13 @@ class SweepStore:
             stopped_at=int(tags[STOPPED_AT]) if stopped and tags.get(STOPPED_AT) else None,
         )
 
-    def child_runs(self, experiment_id: str, role: str = "trial") -> list:
-        """The sweep's child runs of one role: `trial` (the search's) or `reseed` (its front's configurations
-        trained again with other seeds)."""
+    def child_runs(self, experiment_id: str, where: str = "", role: str = "trial") -> list:
+        """The sweep's child runs of one role, `trial` (the search's) or `reseed` (its front's configurations
+        trained again with other seeds), that also match the MLflow filter `where` if given."""
         runs, token = [], None
+        query = f"tags.`{ROLE}` = '{role}'" + (f" and {where}" if where else "")
         while True:
-            page = self.client.search_runs(
-                [experiment_id], f"tags.`{ROLE}` = '{role}'", max_results=1000, page_token=token
-            )
+            page = self.client.search_runs([experiment_id], query, max_results=1000, page_token=token)
             runs.extend(page)
             token = page.token
             if not token:
@@ -358,17 +419,14 @@ class SweepStore:
             parent = self.parent_run(experiment.experiment_id)
             if not parent:
                 continue
-            children = self.child_runs(experiment.experiment_id)
-            stopped = [c.data.tags.get(STATUS) == STOPPED for c in children]
+            tag = parent.data.tags.get(SUMMARY)
+            summary = SweepSummary(**json.loads(tag)) if tag else self.load_sweep(experiment.name).summary()
             out.append(
                 {
                     "name": experiment.name,
-                    "trials": len(children),
-                    "finished": sum(c.info.status == "FINISHED" for c in children),
-                    "stopped": sum(stopped),
-                    "failed": sum(c.info.status in ("FAILED", "KILLED") and not s for c, s in zip(children, stopped)),
+                    **{k: getattr(summary, k) for k in ("trials", "finished", "stopped", "failed")},
                     "status": parent.data.tags.get(STATUS, parent.info.status.lower()),
-                    "hypervolume": parent.data.metrics.get("hypervolume"),
+                    "hypervolume": summary.hypervolume if summary.ranked else None,
                     "start_time": parent.info.start_time,
                 }
             )

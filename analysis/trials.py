@@ -12,6 +12,7 @@ from typing import Any, Literal
 from analysis.pareto import hypervolume, pareto_ranks
 from trainables.vocabulary import EPOCHS, metric_on_test
 
+LISTED_STOPPED = 20  # stopped trials are named up to this many, else counted by epoch
 Status = Literal["complete", "stopped", "running", "unfinished", "error"]
 
 
@@ -76,6 +77,12 @@ def stopped_epoch(metrics: dict, planned_epochs: int | None) -> int | None:
     return int(epochs) if epochs < planned_epochs else None
 
 
+def stopped_counts(stopped: list[TrialRow]) -> dict[str, int]:
+    """How many trials were stopped at each epoch, by epoch (as text: JSON keys)."""
+    epochs = sorted(r.stopped_at or 0 for r in stopped)
+    return {str(e): epochs.count(e) for e in dict.fromkeys(epochs)}
+
+
 def rank_rows(rows: list[TrialRow], directions: dict[str, str]) -> list[TrialRow]:
     """Set `rank` on every row: non-dominated sorting of the rankable rows; the others get None and never shape
     the front. `directions` maps each objective to "max" or "min"."""
@@ -132,6 +139,21 @@ class SeedStats:
 
 
 @dataclass
+class SweepSummary:
+    """A sweep in figures, kept on its parent run at every re-rank so that listing sweeps and showing a front
+    read no trial runs: trial counts by status, how many are ranked, the hypervolume, and the epochs stopped
+    trials were stopped at (epoch -> trials)."""
+
+    trials: int
+    finished: int
+    stopped: int
+    failed: int
+    ranked: int
+    hypervolume: float
+    stopped_at: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class SweepRecord:
     """A sweep as read back from MLflow: its objectives (metric -> direction) and one row per trial."""
 
@@ -163,6 +185,18 @@ class SweepRecord:
 
     def hypervolume(self) -> float:
         return sweep_hypervolume(self.finished, self.directions, self.reference)
+
+    def summary(self) -> SweepSummary:
+        stopped = self.stopped
+        return SweepSummary(
+            trials=len(self.rows),
+            finished=sum(r.status == "complete" for r in self.rows),
+            stopped=len(stopped),
+            failed=sum(r.status == "error" for r in self.rows),
+            ranked=len(self.finished),
+            hypervolume=self.hypervolume(),
+            stopped_at=stopped_counts(stopped),
+        )
 
     def seed_stats(self, row: TrialRow) -> dict[str, SeedStats]:
         """Each objective over the trial and its finished reseeds: mean, sample std, number of seeds."""

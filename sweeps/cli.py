@@ -16,7 +16,7 @@ from rich.table import Table
 
 from analysis.cli import add_frontier_parser, front_table, open_store, show_front, stopped_line
 from analysis.stores import TrackingError, set_quiet_mlflow_env
-from analysis.trials import format_params
+from analysis.trials import format_params, stopped_counts
 from analysis.ui import runs_page, ui_base
 from sweeps.places import SweepRefused, latest_name, place_sweep, resolve_data_dir, resolve_tracking_uri
 from sweeps.spec import SpecError, load_spec, validate_spec
@@ -186,7 +186,7 @@ def print_front(result, console: Console) -> None:
         )
     )
     if stopped:
-        console.print(stopped_line(stopped, len(result.trials)), soft_wrap=True)
+        console.print(stopped_line(stopped_counts(stopped), len(result.trials), stopped), soft_wrap=True)
 
 
 def print_where(result, store, console: Console) -> None:
@@ -311,7 +311,7 @@ def reseed_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/yellow] Finished reseeds are recorded; run reseed again for the rest.")
         return INTERRUPTED
-    show_front(record, Console())
+    show_front(record, record.summary(), Console())
     return 0
 
 

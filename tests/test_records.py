@@ -76,6 +76,11 @@ def test_export_files_hold_exactly_the_front(tiny_sweep, tmp_path, capsys):
         assert frontier("export", "tiny", "-o", str(every), "--tracking-uri", uri) == 0
         rows = read_table(every)
         assert len(rows) == 3 and {r["trial_id"] for r in rows if r["pareto_front"] in (True, "true")} == front_ids
+    # a closed sweep exports the table its close kept: the same rows a full read of its trials gives now
+    from analysis.tracking import SweepStore
+
+    assert frontier("export", "tiny", "-o", str(tmp_path / "all.parquet"), "--tracking-uri", uri) == 0
+    assert read_table(tmp_path / "all.parquet") == SweepStore(uri).load_sweep("tiny").table()
 
 
 def test_show_list_plot_and_compare(tiny_sweep, tmp_path, capsys):
@@ -182,3 +187,57 @@ def test_frontier_ui_serves_the_sweep_and_links_to_its_front(tiny_sweep, tmp_pat
     finally:
         if ui.poll() is None:
             ui.kill()
+
+
+def add_trial(store, parent, trial_id, clean, robust, outcome="FINISHED", stopped_at=None):
+    """One trial written as the recorder writes it (a run, one epoch of metrics, its end)."""
+    run_id = store.trial_run(parent, trial_id, {"lr": 0.1}, {"method": "sgd", "model": "mlp", "lr": 0.1}, {})
+    store.log_metrics(run_id, {"epoch": 1, "clean_acc": clean, "robust_acc/pgd_linf_0.1": robust}, 1)
+    if stopped_at is not None:
+        store.stop_trial(run_id, stopped_at, "MO-ASHA")
+    else:
+        store.finish_trial(run_id, outcome)
+
+
+def test_front_and_summary_read_alone_match_a_full_read(tmp_path):
+    """While a sweep runs, re-ranks write only front membership and the summary; `frontier show` reads those
+    alone. Both must equal what a full read of every trial ranks, before and after the close writes every rank."""
+    import random
+
+    from analysis.tracking import PARETO_RANK, SweepStore
+    from analysis.trials import rank_rows
+
+    store = SweepStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    directions = {"clean_acc": "max", "robust_acc/pgd_linf_0.1": "max"}
+    parent = store.open_sweep("reads", {"name": "reads"}, directions, [0.0, 0.0], str(tmp_path))
+    rng = random.Random(0)
+    for i in range(40):
+        add_trial(store, parent, f"t{i:02d}", rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.5))
+    add_trial(store, parent, "failed", 0.99, 0.99, outcome="FAILED")
+    for i, epoch in enumerate((2, 2, 4)):
+        add_trial(store, parent, f"s{i}", 0.99, 0.99, stopped_at=epoch)
+
+    def check(record):
+        full = store.load_sweep("reads")
+        front, summary = store.load_front("reads")
+        assert {r.trial_id for r in front.front} == {r.trial_id for r in full.front} == {
+            r.trial_id for r in record.front
+        }
+        assert summary == full.summary() and summary.stopped_at == {"2": 2, "4": 1}
+        assert (summary.trials, summary.finished, summary.failed, summary.ranked) == (44, 40, 1, 40)
+        assert {r.trial_id for r in front.stopped} == {"s0", "s1", "s2"}
+        return full
+
+    running = store.load_sweep("reads")  # what the outbox keeps in memory
+    store.write_ranks(running, every_rank=False)
+    full = check(running)
+    behind = [r for r in full.rows if r.rank and r.rank > 1]
+    assert behind and all(PARETO_RANK not in r.metrics for r in behind)  # ranks below the front: not yet
+    add_trial(store, parent, "best", 1.0, 0.6)  # dominates every trial: each one moves down a rank
+    running.rows.append(next(r for r in store.load_sweep("reads").rows if r.trial_id == "best"))
+    rank_rows(running.rows, directions)
+    store.write_ranks(running, every_rank=False)
+    front, summary = store.load_front("reads")
+    assert [r.trial_id for r in front.front] == ["best"] and summary == store.load_sweep("reads").summary()
+    store.update_front("reads")  # as the sweep closes: every rank
+    assert all(r.metrics.get(PARETO_RANK) == (r.rank or 0) for r in store.load_sweep("reads").rows if r.rank)
