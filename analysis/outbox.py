@@ -43,7 +43,7 @@ class Outbox:
 
     def _reset(self) -> None:
         self._store: SweepStore | None = None
-        self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id, as found or created
+        self.runs: dict[str, str] | None = None  # Ray trial id -> MLflow run id: see known_runs
         self.record: SweepRecord | None = None  # the sweep as MLflow holds it, read at the first re-rank
         self.rows: dict[str, TrialRow] = {}  # its rows by Ray trial id
         self.last_epoch: dict[str, int] = {}  # Ray trial id -> last epoch its run holds, read from MLflow
@@ -145,7 +145,7 @@ class Outbox:
 
     def fell_behind(self, error: Exception) -> None:
         self.next_try = time.monotonic() + RETRY_S
-        self.runs.clear()  # a write may have failed after the store took it: read back before writing again
+        self.runs = None  # a write may have failed after the store took it: read back before writing again
         self.last_epoch.clear()
         self.record, self.rows = None, {}
         self._store = None
@@ -171,9 +171,12 @@ class Outbox:
             return
         trial_id = op["trial_id"]
         if kind == "trial":
-            self.runs[trial_id] = self.store.trial_run(
-                self.parent_run_id, trial_id, op["config"], op["params"], op["tags"]
-            )
+            runs = self.known_runs()
+            if trial_id not in runs:
+                runs[trial_id] = self.store.create_trial_run(
+                    self.parent_run_id, trial_id, op["config"], op["params"], op["tags"]
+                )
+                self.last_epoch[trial_id] = -1  # a run just created holds no epoch
             self.note(trial_id, params=op["params"])
             return
         run_id = self.run_of(trial_id)
@@ -200,7 +203,9 @@ class Outbox:
             return
         row = self.rows.get(trial_id)
         if row is None:
-            row = self.rows[trial_id] = TrialRow(trial_id, "running", params or {}, {}, run_id=self.runs.get(trial_id))
+            row = self.rows[trial_id] = TrialRow(
+                trial_id, "running", params or {}, {}, run_id=self.known_runs()[trial_id]
+            )
             self.record.rows.append(row)
         if metrics:
             row.metrics |= metrics
@@ -219,11 +224,17 @@ class Outbox:
         rank_rows(self.record.rows, self.record.directions)
         self.store.write_ranks(self.record, every_rank=False)
 
+    def known_runs(self) -> dict[str, str]:
+        """The sweep's runs by Ray trial id: read once per driver (and again after a failed write), then kept as
+        this outbox creates them, so a new trial's run is created without a search (one search per trial grew
+        with the sweep's size)."""
+        if self.runs is None:
+            self.runs = self.store.trial_runs(self.parent_run_id)
+        return self.runs
+
     def run_of(self, trial_id: str) -> str:
-        """The trial's run: created by its `trial` write, which comes first (found again after a restart)."""
-        if trial_id not in self.runs:
-            run_id = self.store.find_trial_run(self.parent_run_id, trial_id)
-            if run_id is None:
-                raise LookupError(f"no MLflow run for trial {trial_id} in sweep {self.sweep_name}")
-            self.runs[trial_id] = run_id
-        return self.runs[trial_id]
+        """The trial's run: created by its `trial` write, which comes first."""
+        run_id = self.known_runs().get(trial_id)
+        if run_id is None:
+            raise LookupError(f"no MLflow run for trial {trial_id} in sweep {self.sweep_name}")
+        return run_id

@@ -119,9 +119,12 @@ class SweepStore:
 
     def trial_run(self, parent_run_id: str, trial_id: str, config: dict, params: dict, tags: dict) -> str:
         """The child run of a Ray trial: found by its trial id if it exists (resume, retry), else created."""
-        found = self.find_trial_run(parent_run_id, trial_id)
-        if found:
-            return found
+        found = self.client.search_runs(
+            [self.experiment_of(parent_run_id)], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1
+        )
+        return found[0].info.run_id if found else self.create_trial_run(parent_run_id, trial_id, config, params, tags)
+
+    def create_trial_run(self, parent_run_id: str, trial_id: str, config: dict, params: dict, tags: dict) -> str:
         run = self.client.create_run(
             self.experiment_of(parent_run_id),
             run_name=f"{params.get('method')}-{trial_id}",
@@ -137,11 +140,17 @@ class SweepStore:
         self.log_params(run.info.run_id, config)
         return run.info.run_id
 
-    def find_trial_run(self, parent_run_id: str, trial_id: str) -> str | None:
-        found = self.client.search_runs(
-            [self.experiment_of(parent_run_id)], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1
-        )
-        return found[0].info.run_id if found else None
+    def trial_runs(self, parent_run_id: str) -> dict[str, str]:
+        """Every run of the sweep that records a Ray trial (the search's and reseeds), by trial id."""
+        experiment_id, runs, token = self.experiment_of(parent_run_id), {}, None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], f"tags.{TRIAL_ID} LIKE '%'", max_results=1000, page_token=token
+            )
+            runs |= {run.data.tags[TRIAL_ID]: run.info.run_id for run in page}
+            token = page.token
+            if not token:
+                return runs
 
     def experiment_of(self, parent_run_id: str) -> str:
         if parent_run_id not in self._experiment_ids:

@@ -71,6 +71,25 @@ def test_pgd_accuracy_falls_to_zero_as_eps_grows(trained_digits_model, digits):
     assert fgsm >= accs[2]
 
 
+def test_larger_radii_attack_only_what_smaller_ones_left_standing(trained_digits_model, digits):
+    """FGSM is deterministic, so the cascade can be checked exactly: at each radius, robust accuracy is that of
+    every FGSM up to it together; images broken at a smaller radius are not attacked again; PGD stays apart."""
+    x, y = digits.test_x, digits.test_y
+    radii = ("0.05", "0.1", "0.2")
+    alone = {e: robust_correct(trained_digits_model, parse_attack(f"fgsm_linf_{e}"), x, y, 10) for e in radii}
+    attacks = [parse_attack(n) for n in ("fgsm_linf_0.2", "pgd_linf_0.1", "fgsm_linf_0.05", "fgsm_linf_0.1")]
+    metrics = evaluate(trained_digits_model, x, y, 10, attacks, n_robust=len(y))
+    assert list(metrics)[-4:] == [a.metric for a in attacks]  # in the order asked for
+    standing = torch.ones_like(y, dtype=torch.bool)
+    for e in radii:
+        standing &= alone[e]
+        assert metrics[f"robust_acc/fgsm_linf_{e}"] == standing.sum().item() / len(y)
+    assert metrics["robust_acc/fgsm_linf_0.2"] < alone["0.2"].float().mean().item() + 1e-9
+    among = alone["0.05"]
+    again = robust_correct(trained_digits_model, parse_attack("fgsm_linf_0.1"), x, y, 10, among=among)
+    assert not again[~among].any() and torch.equal(again, alone["0.1"] & among)
+
+
 @pytest.mark.parametrize("name", ["pgd_l2_0.5", "autoattack_linf_0.1", "fab_linf_0.1", "square_linf_0.1", "cw"])
 def test_every_attack_kind_runs_and_only_lowers_accuracy(trained_digits_model, digits, name):
     x, y = digits.test_x[:40], digits.test_y[:40]

@@ -108,11 +108,18 @@ def robust_accuracy(
 
 
 def robust_correct(
-    model: nn.Module, attack: AttackSpec, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 500
+    model: nn.Module,
+    attack: AttackSpec,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    batch_size: int = 500,
+    among: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per image, whether the model still classifies it correctly once attacked. Only images it classifies
     correctly are attacked, as AutoAttack's reference code does: an image it gets wrong is its own adversarial
     example (ε-ball includes it), never robust, even if a random start happens to land on a correct point.
+    With `among` (a mask), only those images are attacked; the others count as broken.
     Parameters are frozen meanwhile: attacks need input gradients only, and FAB and CW call `.backward()`, which
     would otherwise also compute (and keep) weight gradients."""
     correct = []
@@ -122,6 +129,8 @@ def robust_correct(
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             with torch.no_grad():
                 survives = model(xb).argmax(1) == yb
+            if among is not None:
+                survives &= among[i : i + batch_size]
             if survives.any():
                 adv = atk(xb[survives], yb[survives])
                 with torch.no_grad():
@@ -139,8 +148,19 @@ def evaluate(
     n_robust: int = 1000,
     batch_size: int = 500,
 ) -> dict[str, float]:
-    """Clean accuracy on the whole test set; robust accuracy on its first `n_robust` images for each attack."""
+    """Clean accuracy on the whole test set; robust accuracy on its first `n_robust` images for each attack.
+
+    Attacks of one kind and norm at several radii go smallest first, and each larger radius attacks only the
+    images the smaller one left standing: an adversarial example inside the smaller ε-ball lies inside the larger
+    one, so an image broken at ε is broken at every larger ε. Robust accuracy at a radius is then the accuracy
+    under all of that kind's attacks up to it (the worst case found in the ball, never above one attack's alone),
+    and each point of a robustness curve costs only what is still standing."""
     metrics = clean_accuracy(model, x, y, batch_size)
-    for attack in attacks:
-        metrics[attack.metric] = robust_accuracy(model, attack, x[:n_robust], y[:n_robust], num_classes, batch_size)
-    return metrics
+    standing: dict[tuple, torch.Tensor] = {}  # (kind, norm, steps) -> survivors at the largest radius so far
+    xs, ys = x[:n_robust], y[:n_robust]
+    robust = {}
+    for attack in sorted(attacks, key=lambda a: a.eps):
+        family = (attack.kind, attack.norm, attack.steps)
+        standing[family] = robust_correct(model, attack, xs, ys, num_classes, batch_size, standing.get(family))
+        robust[attack.metric] = standing[family].sum().item() / len(ys)  # exact, not fp32
+    return metrics | {a.metric: robust[a.metric] for a in attacks}
