@@ -99,16 +99,26 @@ class Outbox:
                 self.apply(op)
                 return
             except Exception as e:  # noqa: BLE001 - whatever the store's failure, training must go on
+                self.keep(op)  # first: a disk that cannot take it either stops the sweep (OSError) here
                 self.fell_behind(e)
+                return
         self.keep(op)
         self.retry()
 
     def keep(self, op: dict) -> None:
+        """Append `op` durably; a write the disk refuses (full, read-only) raises and leaves no half line."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(op) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        line = (json.dumps(op) + "\n").encode()
+        with open(self.path, "ab", buffering=0) as f:
+            size = f.seek(0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(line):
+                    written += f.write(line[written:])
+                os.fsync(f.fileno())
+            except OSError:
+                f.truncate(size)
+                raise
 
     def retry(self, now: bool = False) -> int:
         """Write what is waiting, in order, if RETRY_S passed since the last try (or `now`); stop at the first

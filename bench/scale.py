@@ -7,9 +7,10 @@
 The sweep: the mlp on digits for one epoch (PGD-10 on 50 validation images), SGD or SAM, NSGA-II (the paper
 specs' sampler), `--concurrency` trials at once with a fractional CPU each. The driver's cost per trial is its
 process CPU time (Ray Tune's loop, Optuna, samat's callbacks; all of the driver's threads) between finished
-trials, in windows of 100 trials ending at 100, 500 and 1000; samat's MLflow recording (every write of the
-outbox, re-ranks included) and Tune's experiment-state saves are timed apart. Flat per-trial figures mean
-nothing in the driver grows with the number of finished trials.
+trials, in windows of 100 trials ending at 100, 500 and 1000, split into Optuna's share (proposing and being
+told), samat's MLflow recording (every write of the outbox), of that the front maintenance (re-ranks), and
+Tune's experiment-state saves, each as wall time in the driver. A flat column means that part does not grow
+with the number of finished trials.
 
 `--synthetic N` writes an N-trial sweep straight through samat's MLflow layer (no training: each trial gets its
 params, two epochs of metrics and an end) into a fresh sqlite store, then times `samat frontier list`, `show`
@@ -33,6 +34,7 @@ from analysis.outbox import Outbox
 from analysis.stores import default_tracking_uri
 from analysis.tracking import SweepStore
 from sweeps.run import run_sweep
+from sweeps.search import FailureAwareOptunaSearch
 from sweeps.spec import validate_spec
 from sweeps.trainable import STATE_SAVE_S
 
@@ -55,40 +57,47 @@ def scale_spec(trials: int, concurrency: int) -> dict:
 
 
 class DriverClock(Callback):
-    """At each finished trial: (trials finished, driver CPU seconds, recording seconds, wall seconds)."""
+    """At each finished trial: (trials finished, driver CPU seconds, wall seconds, {part: seconds so far})."""
 
-    def __init__(self, recording: list[float]):
-        self.recording, self.marks = recording, []
+    def __init__(self, parts: dict[str, list[float]]):
+        self.parts, self.marks = parts, []
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.marks.append((len(self.marks) + 1, time.process_time(), sum(self.recording), time.perf_counter()))
+        sums = {part: sum(seconds) for part, seconds in self.parts.items()}
+        self.marks.append((len(self.marks) + 1, time.process_time(), time.perf_counter(), sums))
 
 
 def sweep_at_scale(trials: int, concurrency: int, folder: Path) -> str:
-    recording, saves = [], []
-    time_calls(Outbox, "apply", recording)  # every MLflow write of the recorder, re-ranks included
-    time_calls(TuneController, "save_to_dir", saves)  # Tune's experiment-state saves, every STATE_SAVE_S
-    clock = DriverClock(recording)
+    """Run the sweep with the driver's parts timed: Optuna (proposing trials, being told results: its sampler
+    reads the study back from its sqlite storage), samat's MLflow recording (every write of the outbox), of it
+    the front maintenance (re-ranks), and Tune's experiment-state saves."""
+    parts = {"Optuna": [], "MLflow recording": [], "of it front": [], "Tune state saves": []}
+    time_calls(FailureAwareOptunaSearch, "suggest", parts["Optuna"])
+    time_calls(FailureAwareOptunaSearch, "on_trial_complete", parts["Optuna"])
+    time_calls(Outbox, "apply", parts["MLflow recording"])
+    time_calls(Outbox, "rerank", parts["of it front"])
+    time_calls(TuneController, "save_to_dir", parts["Tune state saves"])  # every STATE_SAVE_S
+    clock = DriverClock(parts)
     start = time.perf_counter()
     result = run_sweep(validate_spec(scale_spec(trials, concurrency)), folder, callbacks=[clock])
     wall = time.perf_counter() - start
     done = sum(r.status == "complete" for r in result.trials)
     print(f"{done} of {trials} trials complete in {wall:.0f} s ({concurrency} at a time); front {len(result.front)}")
-    print(
-        f"{'window (trials)':>16} {'driver CPU ms/trial':>20} {'MLflow recording ms/trial':>26} {'wall ms/trial':>14}"
-    )
+    print("driver ms per finished trial, in windows of 100 trials:")
+    print(f"{'trials':>10} {'wall':>7} {'CPU':>7}" + "".join(f" {part:>18}" for part in parts))
     marks = clock.marks
     for end in (w for w in WINDOWS if w <= len(marks)):
-        a, b = marks[end - 100] if end > 100 else (0, 0.0, 0.0, start), marks[end - 1]
+        a = marks[end - 101] if end > 100 else (0, 0.0, start, dict.fromkeys(parts, 0.0))
+        b = marks[end - 1]
         n = b[0] - a[0]
         print(
-            f"{f'{a[0] + 1}-{b[0]}':>16} {1000 * (b[1] - a[1]) / n:20.1f} {1000 * (b[2] - a[2]) / n:26.1f} "
-            f"{1000 * (b[3] - a[3]) / n:14.1f}"
+            f"{f'{a[0] + 1}-{b[0]}':>10} {1000 * (b[2] - a[2]) / n:7.1f} {1000 * (b[1] - a[1]) / n:7.1f}"
+            + "".join(f" {1000 * (b[3][part] - a[3][part]) / n:18.1f}" for part in parts)
         )
-    tail = saves[-10:] or [0.0]
+    saves = parts["Tune state saves"]
     print(
         f"Tune's experiment-state saves: {len(saves)}, {1000 * statistics.mean(saves or [0.0]):.0f} ms on average, "
-        f"{1000 * statistics.mean(tail):.0f} ms each for the last 10 (every {STATE_SAVE_S} s)"
+        f"{1000 * statistics.mean(saves[-10:] or [0.0]):.0f} ms each for the last 10 (every {STATE_SAVE_S} s)"
     )
     return result.tracking_uri
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from analysis.trials import format_params, stopped_counts
 from analysis.ui import runs_page, ui_base
 from sweeps.places import SweepRefused, latest_name, place_sweep, resolve_data_dir, resolve_tracking_uri
 from sweeps.spec import SpecError, load_spec, validate_spec
+from sweeps.storage import MIN_FREE_BYTES, StorageFault
 from trainables.cli import add_train_parser
 from trainables.usage import INTERRUPTED, USAGE_ERROR, OneLineParser, UsageError, positive_int, show
 
@@ -79,6 +81,12 @@ def check_results_dir(results: str) -> None:
             pass
     except OSError as e:
         raise UsageError(f"--results={show(results)}: cannot write there ({existing}: {e.strerror})") from None
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise UsageError(
+            f"--results={show(results)}: {existing} is full ({free / 2**20:.1f} MiB free, a sweep needs "
+            f"{MIN_FREE_BYTES // 2**20})"
+        )
 
 
 def check_data(spec, address: str | None) -> None:
@@ -146,6 +154,14 @@ def sweep_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--tracking-uri: {e}") from None
     except SweepRefused as e:
         raise UsageError(str(e)) from None
+    except StorageFault as e:
+        console.print(
+            f"[red]samat sweep: {e}[/red]: the sweep stopped, and everything written before is kept. Once the folder "
+            f"can be written again, resume with:\n"
+            f"  uv run samat sweep {args.spec} --resume --results {args.results}",
+            soft_wrap=True,
+        )
+        return 1
     except KeyboardInterrupt:  # Ctrl-C before Tune took over, or a second one while it saved its state
         console.print(
             f"[yellow]Interrupted.[/yellow] What was saved can be resumed with:\n"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import optuna
 import ray
 from ray import tune
+from ray.tune import Callback
 
 from analysis.outbox import Outbox, pending_path
 from analysis.stores import set_quiet_mlflow_env
@@ -29,6 +30,7 @@ from sweeps.results import FinishedSweep
 from sweeps.search import fail_running_trials, make_searcher
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
+from sweeps.storage import check_writable, storage_fault, whole_files
 from sweeps.trainable import configure_tune, with_resources, with_result_files
 from trainables.vocabulary import EPOCH, EPOCHS
 
@@ -93,12 +95,18 @@ def run_sweep(
 
     connected = start_ray(address, num_cpus)
     start = time.perf_counter()
+    guard = [] if place.remote else [StorageGuard(place.storage_root)]
     try:
-        tuner = restore_tuner(place, spec) if resume else new_tuner(place, spec, [*(callbacks or []), recorder])
+        tuner = restore_tuner(place, spec) if resume else new_tuner(place, spec, [*(callbacks or []), *guard, recorder])
         rows = trial_rows(tuner.fit(), spec)
     except KeyboardInterrupt:  # a second Ctrl-C: Tune did not get to finish; what it saved can be resumed
         outbox.close(finished=False)
         raise
+    except Exception as e:  # a results folder that fills up or turns read-only: stop, keep what is there
+        fault = storage_fault(e, place.storage_root)
+        if fault is None:
+            raise
+        raise fault from None
     finally:
         if connected:
             ray.shutdown()
@@ -127,6 +135,19 @@ def run_sweep(
         pending,
         outbox.path,
     )
+
+
+class StorageGuard(Callback):
+    """Stops the sweep from Tune's loop, in the driver, within a second of its results folder becoming read-only
+    or full (sweeps.storage): Tune saves no state past that point, so a resume starts from what was written."""
+
+    def __init__(self, folder: str):
+        self.folder, self.checked_at = folder, 0.0
+
+    def on_step(self, iteration, trials, **info):
+        if time.monotonic() - self.checked_at >= 1.0:
+            check_writable(self.folder)
+            self.checked_at = time.monotonic()
 
 
 def make_scheduler(spec: SweepSpec) -> MOASHAScheduler | None:
@@ -161,6 +182,7 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
         run_config=tune.RunConfig(
             name=place.name,
             storage_path=place.storage_root,
+            storage_filesystem=None if place.remote else whole_files(),
             verbose=0,
             callbacks=with_result_files([SchedulerCheckpoint(scheduler), *callbacks] if scheduler else callbacks),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -171,7 +193,13 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
 
 def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:
     """Tune restores the searcher (with its Optuna study), the callbacks and every trial's last checkpoint."""
-    return tune.Tuner.restore(place.experiment_path, with_resources(spec), resume_unfinished=True, resume_errored=True)
+    return tune.Tuner.restore(
+        place.experiment_path,
+        with_resources(spec),
+        resume_unfinished=True,
+        resume_errored=True,
+        storage_filesystem=None if place.remote else whole_files(),
+    )
 
 
 def trial_rows(result_grid, spec: SweepSpec) -> list[TrialRow]:
