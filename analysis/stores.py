@@ -36,6 +36,9 @@ def set_quiet_mlflow_env() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is noise on every new store
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a failed write to a sqlite store is logged with its whole traceback before it is raised; samat reports the
+    # raised error in one line (a full disk stops the sweep and names its folder)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def sweep_index(tracking_uri: str) -> Path | None:

@@ -7,6 +7,7 @@ trial (`sweeps.search`), samat's callback records it in MLflow (`sweeps.recordin
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from sweeps.results import FinishedSweep
 from sweeps.search import fail_running_trials, make_searcher
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
-from sweeps.storage import check_writable, storage_fault, whole_files
+from sweeps.storage import QuietStorageErrors, check_writable, storage_fault, whole_files
 from sweeps.trainable import configure_tune, with_resources, with_result_files
 from trainables.vocabulary import EPOCH, EPOCHS
 
@@ -96,6 +97,7 @@ def run_sweep(
     connected = start_ray(address, num_cpus)
     start = time.perf_counter()
     guard = [] if place.remote else [StorageGuard(place.storage_root)]
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(QuietStorageErrors())
     try:
         tuner = restore_tuner(place, spec) if resume else new_tuner(place, spec, [*(callbacks or []), *guard, recorder])
         rows = trial_rows(tuner.fit(), spec)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import os
 import shutil
 import uuid
@@ -55,6 +56,17 @@ def storage_fault(error: BaseException, folder: str | Path) -> StorageFault | No
     if fault is None and full is not None:
         fault = StorageFault(folder, f"cannot be written ({os.strerror(full.errno)})")
     return fault
+
+
+class QuietStorageErrors(logging.Filter):
+    """Drops log records of errors a full or read-only disk caused (a trial failing to write its checkpoint: Ray
+    logs the worker's traceback), since the sweep stops on them with one line of its own."""
+
+    WORDS = tuple(os.strerror(number) for number in sorted(STORAGE_ERRNOS))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not any(word in f"{record.getMessage()} {error}" for word in self.WORDS)
 
 
 def check_writable(folder: str | Path) -> None:

@@ -27,6 +27,7 @@ RAY_MODULES = {
     "test_cluster",
     "test_tracking_outage",
     "test_random_kills",
+    "test_storage_faults",
 }
 
 
@@ -153,3 +154,46 @@ def stop_leftovers_of(driver_pid: int) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
         except OSError:
             continue
+
+
+def assert_stores_agree(results: Path, name: str, epochs: int, trials: int) -> dict[str, tuple[float, float]]:
+    """After a sweep of `trials` trials of `epochs` epochs (objectives clean and PGD accuracy) in `results` ended:
+    Ray finished every trial; Optuna holds exactly those as COMPLETE, with Ray's values, and nothing RUNNING;
+    MLflow holds one FINISHED run per trial (any other KILLED) with Ray's values and each epoch exactly once; the
+    front MLflow tags is the front of Ray's own results. Returns Ray's values by trial id."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from analysis.pareto import pareto_ranks
+
+    sweep_dir = results / name
+    finished = [last_result(d) for d in trial_dirs(sweep_dir) if epochs_of(d)[-1:] == [epochs]]
+    ray_values = {r["trial_id"]: (r["clean_acc"], r["robust_acc/pgd_linf_0.1"]) for r in finished}
+    assert len(ray_values) == trials
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(complete) == trials
+    for told, held in zip(sorted(tuple(t.values) for t in complete), sorted(ray_values.values())):
+        assert told == pytest.approx(held)
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'trial'")
+    done = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["ray_trial_id"] for r in done) == sorted(ray_values)
+    assert all(r.info.status == "KILLED" for r in runs if r.info.status != "FINISHED")
+    for run in done:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(1, epochs + 1)), steps  # every epoch exactly once
+        clean, robust = ray_values[run.data.tags["ray_trial_id"]]
+        assert run.data.metrics["clean_acc"] == pytest.approx(clean)
+        assert run.data.metrics["robust_acc/pgd_linf_0.1"] == pytest.approx(robust)
+
+    ids = sorted(ray_values)
+    ranks = pareto_ranks([list(ray_values[i]) for i in ids], ["max", "max"])
+    assert {i for i, rank in zip(ids, ranks) if rank == 1} == {
+        r.data.tags["ray_trial_id"] for r in done if r.data.tags["pareto_front"] == "true"
+    }
+    return ray_values

@@ -11,14 +11,19 @@ import random
 import subprocess
 import time
 
-import optuna
-import pytest
 import yaml
-from mlflow import MlflowClient
 
-from analysis.pareto import pareto_ranks
 from sweeps.trainable import STATE_SAVE_S
-from tests.conftest import SAMAT, epochs_of, finished_trials, resume_sweep, stop_leftovers_of, tiny_spec, trial_dirs
+from tests.conftest import (
+    SAMAT,
+    assert_stores_agree,
+    epochs_of,
+    finished_trials,
+    resume_sweep,
+    stop_leftovers_of,
+    tiny_spec,
+    trial_dirs,
+)
 
 EPOCHS, TRIALS, KILLS = 3, 12, 5
 SEED = int(os.environ.get("SAMAT_KILL_SEED", "0"))  # the kill instants: rerun another schedule with this
@@ -78,39 +83,7 @@ def test_driver_killed_at_random_instants_then_resumed_loses_only_unsaved_work(t
 
     final = reported(sweep_dir)
     finished = {name: rows for name, rows in final.items() if epochs_of(sweep_dir / name)[-1:] == [EPOCHS]}
-    ray_values = {
-        rows[-1]["trial_id"]: (rows[-1]["clean_acc"], rows[-1]["robust_acc/pgd_linf_0.1"]) for rows in finished.values()
-    }
-    assert len(ray_values) == TRIALS
-
-    # Optuna: exactly the finished Ray trials are COMPLETE, with their values; nothing left RUNNING
-    study = optuna.load_study(study_name="kills", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    for told, held in zip(sorted(tuple(t.values) for t in complete), sorted(ray_values.values())):
-        assert told == pytest.approx(held)
-    assert len(complete) == TRIALS
-
-    # MLflow: one FINISHED run per finished Ray trial, same values, each epoch once; abandoned ones KILLED
-    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("kills")
-    runs = client.search_runs([experiment.experiment_id], "tags.`samat.role` = 'trial'")
-    done = [r for r in runs if r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["ray_trial_id"] for r in done) == sorted(ray_values)
-    assert all(r.info.status == "KILLED" for r in runs if r.info.status != "FINISHED")
-    for run in done:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
-        assert sorted(steps) == list(range(1, EPOCHS + 1)), steps  # every epoch exactly once
-        clean, robust = ray_values[run.data.tags["ray_trial_id"]]
-        assert run.data.metrics["clean_acc"] == pytest.approx(clean)
-        assert run.data.metrics["robust_acc/pgd_linf_0.1"] == pytest.approx(robust)
-
-    # the front MLflow tags is the front of Ray's own results
-    ids = sorted(ray_values)
-    ranks = pareto_ranks([list(ray_values[i]) for i in ids], ["max", "max"])
-    assert {i for i, rank in zip(ids, ranks) if rank == 1} == {
-        r.data.tags["ray_trial_id"] for r in done if r.data.tags["pareto_front"] == "true"
-    }
+    assert_stores_agree(results, "kills", EPOCHS, TRIALS)
 
     # an epoch a continuing trial trained twice was lost to a kill within one state-save interval of its report:
     # the resumed trial restarts from the last checkpoint Tune's saved state knows (a finished trial may also

@@ -220,9 +220,9 @@ def test_front_and_summary_read_alone_match_a_full_read(tmp_path):
     def check(record):
         full = store.load_sweep("reads")
         front, summary = store.load_front("reads")
-        assert {r.trial_id for r in front.front} == {r.trial_id for r in full.front} == {
-            r.trial_id for r in record.front
-        }
+        assert (
+            {r.trial_id for r in front.front} == {r.trial_id for r in full.front} == {r.trial_id for r in record.front}
+        )
         assert summary == full.summary() and summary.stopped_at == {"2": 2, "4": 1}
         assert (summary.trials, summary.finished, summary.failed, summary.ranked) == (44, 40, 1, 40)
         assert {r.trial_id for r in front.stopped} == {"s0", "s1", "s2"}

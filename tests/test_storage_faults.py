@@ -1,0 +1,139 @@
+"""The results folder fills up, and later turns read-only, in the middle of one sweep, on a real small disk (a
+tmpfs mounted for the test: it needs root, and is skipped where mounting is not allowed). Each time the sweep
+stops within seconds with one line naming the folder and exit 1, and no file written before the fault is lost or
+emptied; once the folder can be written again `--resume` goes on, and at the end Optuna, Ray and MLflow agree as
+after an uninterrupted sweep."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SAMAT, assert_stores_agree, finished_trials, resume_sweep, tiny_spec
+
+EPOCHS, TRIALS = 3, 8
+
+
+def mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MiB tmpfs at tmp_path/results, unmounted (with any read-only view over it) afterwards."""
+    results = tmp_path / "results"
+    results.mkdir()
+    try:
+        mount("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(results))
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot mount a small disk here: {getattr(e, 'stderr', b'').decode().strip() or e}")
+    yield results
+    while subprocess.run(["umount", str(results)], capture_output=True).returncode == 0:
+        pass
+
+
+def written(folder: Path) -> dict[Path, int]:
+    """Every non-empty file under `folder`, with its size."""
+    return {p: p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.stat().st_size > 0}
+
+
+def sweep_until_fault(command: list[str], sweep_dir: Path, finished: int, fault) -> tuple[str, dict[Path, int]]:
+    """Run the sweep until `finished` trials finished, cause `fault`, and return its output once it stopped (it
+    must stop by itself, with exit 1) and the files it had written before the fault."""
+    sweep = subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while finished_trials(sweep_dir, EPOCHS) < finished:
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before the fault"
+        time.sleep(0.1)
+    before = written(sweep_dir.parent)
+    fault()
+    faulted = time.monotonic()
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 1, output[-3000:]
+    assert time.monotonic() - faulted < 30, "the sweep did not stop soon after the fault"
+    return output, before
+
+
+def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
+    spec_file = tmp_path / "disk.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(
+            tiny_spec(
+                name="disk",
+                models=["mlp"],
+                train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
+                search={"sampler": "random", "seed": 1, "trials": TRIALS, "concurrency": 2},
+            )
+        )
+    )
+    sweep_dir, filler = small_disk / "disk", small_disk / "filler"
+    command = [SAMAT, "sweep", str(spec_file), "--results", str(small_disk)]
+
+    def fill():
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 2**20)
+            except OSError:
+                pass
+
+    def read_only():  # a read-only view of the folder over it: every new open for writing fails with EROFS
+        mount("--bind", str(small_disk), str(small_disk))
+        mount("-o", "remount,bind,ro", str(small_disk))
+
+    for fault, finished, says in ((fill, 2, "is full"), (read_only, 5, "is read-only")):
+        output, before = sweep_until_fault(command, sweep_dir, finished, fault)
+        lines = [line for line in output.splitlines() if "samat sweep:" in line]
+        assert lines and f"the results folder {small_disk} {says}" in lines[-1], output[-3000:]
+        assert "Traceback" not in output, output[-3000:]
+        if fault is fill:
+            filler.unlink()
+        else:
+            subprocess.run(["umount", str(small_disk)], check=True)  # the read-only view goes, the disk is writable
+        after = written(sweep_dir.parent)
+        # nothing written before the fault was emptied or removed (but the old checkpoints Tune deletes itself)
+        lost = [str(p) for p in before if p not in after and p != filler and "checkpoint_" not in str(p)]
+        assert not lost, lost
+        command = [SAMAT, "sweep", str(spec_file), "--results", str(small_disk), "--resume"]
+
+    resume_sweep(spec_file, small_disk)
+    assert_stores_agree(small_disk, "disk", EPOCHS, TRIALS)
+    assert not list(sweep_dir.rglob("*.partial"))
+
+
+def test_a_copy_onto_a_full_disk_leaves_the_previous_file_whole(small_disk, tmp_path):
+    """Why Ray writes the results folder through `whole_files()`: pyarrow's own local filesystem empties the
+    destination before it finds the disk full, and leaves what fitted (an experiment state copied so could never be
+restored)."""
+    import pyarrow.fs as pafs
+
+    from sweeps.storage import whole_files
+
+    source = tmp_path / "state.json"
+    source.write_text("{" + '"x": 1, ' * 100_000 + '"y": 2}')
+    for name in ("whole.json", "plain.json"):
+        (small_disk / name).write_text('{"saved": "before the disk filled"}')
+    with open(small_disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 2**20)
+        except OSError:
+            pass
+    for name, filesystem in (("whole.json", whole_files()), ("plain.json", pafs.LocalFileSystem())):
+        with pytest.raises(OSError, match="No space left"):
+            pafs.copy_files(str(source), str(small_disk / name), destination_filesystem=filesystem)
+    assert (small_disk / "whole.json").read_text() == '{"saved": "before the disk filled"}'
+    plain = (small_disk / "plain.json").read_bytes()  # what Ray's default leaves: the start of the new file, if any
+    assert plain != b'{"saved": "before the disk filled"}' and len(plain) < source.stat().st_size
+    assert not list(small_disk.glob(".*.partial"))
