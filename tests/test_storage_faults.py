@@ -137,3 +137,11 @@ restored)."""
     plain = (small_disk / "plain.json").read_bytes()  # what Ray's default leaves: the start of the new file, if any
     assert plain != b'{"saved": "before the disk filled"}' and len(plain) < source.stat().st_size
     assert not list(small_disk.glob(".*.partial"))
+
+    spec_file = tmp_path / "full.yaml"  # and a sweep refuses to start there
+    spec_file.write_text(yaml.safe_dump(tiny_spec(name="full")))
+    refused = subprocess.run(
+        [SAMAT, "sweep", str(spec_file), "--results", str(small_disk)], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2 and f"{small_disk} is full" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "plain.json", "whole.json"]
