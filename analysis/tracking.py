@@ -4,8 +4,9 @@ Writing (during a sweep, from samat's Ray Tune callback) and reading (`samat fro
 running sweep) both live here, so the layout is defined once:
 
     experiment  <sweep name>
-      parent run  tags samat.role=sweep, samat.objectives, samat.reference; params = the spec flattened;
-                  artifacts spec.yaml, front/front.{parquet,json,png,html}; metric hypervolume (step = trials done)
+      parent run  tags samat.role=sweep, samat.objectives, samat.reference, samat.summary; params = the spec
+                  flattened; artifacts spec.yaml, and at the close front/front.{parquet,json,png,html} and
+                  trials/trials.parquet; metric hypervolume (step = trials done)
       child runs  tags samat.role=trial, mlflow.parentRunId, ray_trial_id, method, model, dataset, pareto_front;
                   params = the trial config flattened; metrics per epoch (step = epoch) and pareto_rank
                   a trial stopped early by the scheduler: status KILLED, tags samat.status=stopped,
