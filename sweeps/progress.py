@@ -19,7 +19,7 @@ _open_display: SweepDisplay | None = None
 
 
 class SweepDisplay:
-    def __init__(self, spec: SweepSpec, n_trials: int, console: Console | None = None, done: int = 0):
+    def __init__(self, spec: SweepSpec, n_trials: int, console: Console | None = None):
         self.spec, self.console = spec, console or Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -29,7 +29,7 @@ class SweepDisplay:
             TextColumn("{task.fields[running]}"),
             console=self.console,
         )
-        self.task = self.progress.add_task(f"sweep {spec.name}", total=n_trials, completed=done, running="")
+        self.task = self.progress.add_task(f"sweep {spec.name}", total=n_trials, completed=0, running="")
         self.running: dict[str, str] = {}
         self.console.print(f"finished trials show: trial method model params -> {' / '.join(spec.directions)}")
 
@@ -79,11 +79,19 @@ class SweepDisplay:
             self.console.print(
                 f"[green]✓[/green] {head} -> {values}  ({result.get('time_total_s', 0):.1f} s)", soft_wrap=True
             )
-        self.progress.advance(self.task)
         self._refresh()
+
+    def count(self, trials) -> None:
+        """The bar counts the trials Tune holds as ended: a resumed sweep's earlier ones included."""
+        ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        self.progress.update(self.task, completed=ended)
 
 
 class ProgressCallback(Callback):
+    def on_step(self, iteration, trials, **info):
+        if _open_display:
+            _open_display.count(trials)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         if _open_display:
             _open_display.trial_started(trial)

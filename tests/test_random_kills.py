@@ -85,6 +85,12 @@ def test_driver_killed_at_random_instants_then_resumed_loses_only_unsaved_work(t
     finished = {name: rows for name, rows in final.items() if epochs_of(sweep_dir / name)[-1:] == [EPOCHS]}
     assert_stores_agree(results, "kills", EPOCHS, TRIALS)
 
+    # a trial finished before a kill never trained again (it may report its end once more)
+    for _, seen in kills:
+        for name, rows in seen.items():
+            if rows and rows[-1]["epoch"] == EPOCHS:
+                assert final[name][: len(rows)] == rows and [r["epoch"] for r in final[name]].count(1) == 1
+
     # an epoch a continuing trial trained twice was lost to a kill within one state-save interval of its report:
     # the resumed trial restarts from the last checkpoint Tune's saved state knows (a finished trial may also
     # report its last epoch once more). MLflow skips the repeat either way (each epoch once, above).

@@ -114,8 +114,8 @@ def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
 
 def test_a_copy_onto_a_full_disk_leaves_the_previous_file_whole(small_disk, tmp_path):
     """Why Ray writes the results folder through `whole_files()`: pyarrow's own local filesystem empties the
-    destination before it finds the disk full, and leaves what fitted (an experiment state copied so could never be
-restored)."""
+        destination before it finds the disk full, and leaves what fitted (an experiment state copied so could never be
+    restored)."""
     import pyarrow.fs as pafs
 
     from sweeps.storage import whole_files
