@@ -7,9 +7,10 @@ goes on, one warning line says so, and the outbox tries again every `RETRY_S` se
 --resume` and `samat frontier sync` write what is left.
 
 Writes name a trial by its Ray trial id, not by an MLflow run id, so a trial whose run could not even be created
-is recorded once the store answers. Every write can be repeated: a trial's run is found by its trial id before
-one is created, finishing a run twice changes nothing, and an epoch is logged only after the run's history was
-read for it (once per trial and driver, and again after any failure), so an epoch already there is skipped.
+is recorded once the store answers. Every write can be repeated: a trial's run is looked up by its trial id
+(among the sweep's runs, read once per driver and again after any failure) before one is created, finishing a
+run twice changes nothing, and an epoch is logged only after the run's history was read for it (once per trial
+and driver, and again after any failure), so an epoch already there is skipped.
 MLflow ends up with every trial and every epoch once, whether a write failed before or after the store
 committed it, and whether Tune replayed a trial's last result on resume."""
 
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.tracking import RUN_STATUS, STOPPED, SweepStore
+from analysis.tracking import ROLE, RUN_STATUS, STOPPED, SweepStore
 from analysis.trials import SweepRecord, TrialRow, rank_rows
 
 PENDING_FILE = "mlflow-pending.jsonl"
@@ -99,8 +100,10 @@ class Outbox:
                 self.apply(op)
                 return
             except Exception as e:  # noqa: BLE001 - whatever the store's failure, training must go on
-                self.keep(op)  # first: a disk that cannot take it either stops the sweep (OSError) here
-                self.fell_behind(e)
+                try:
+                    self.keep(op)  # a disk that cannot take it either stops the sweep (OSError) here
+                finally:
+                    self.fell_behind(e)
                 return
         self.keep(op)
         self.retry()
@@ -187,7 +190,8 @@ class Outbox:
                     self.parent_run_id, trial_id, op["config"], op["params"], op["tags"]
                 )
                 self.last_epoch[trial_id] = -1  # a run just created holds no epoch
-            self.note(trial_id, params=op["params"])
+            if op["tags"].get(ROLE, "trial") == "trial":  # the search's trials are ranked; reseeds are not
+                self.note(trial_id, params=op["params"], new=True)
             return
         run_id = self.run_of(trial_id)
         if kind == "epoch":
@@ -207,11 +211,15 @@ class Outbox:
 
     # ---- the front, kept in memory ----------------------------------------------------------------------------
 
-    def note(self, trial_id: str, params=None, metrics=None, **changes) -> None:
-        """Keep the in-memory record (once read) up to date with a write MLflow took."""
+    def note(self, trial_id: str, params=None, metrics=None, new: bool = False, **changes) -> None:
+        """Keep the in-memory record (once read) up to date with a write MLflow took: `new` adds the row of a
+        search trial whose run was just found or created; writes for runs not in the record (reseeds) are
+        left out."""
         if self.record is None:
             return
         row = self.rows.get(trial_id)
+        if row is None and not new:
+            return
         if row is None:
             row = self.rows[trial_id] = TrialRow(
                 trial_id, "running", params or {}, {}, run_id=self.known_runs()[trial_id]

@@ -118,13 +118,6 @@ class SweepStore:
             self.client.log_artifact(run.info.run_id, str(path))
         return run.info.run_id
 
-    def trial_run(self, parent_run_id: str, trial_id: str, config: dict, params: dict, tags: dict) -> str:
-        """The child run of a Ray trial: found by its trial id if it exists (resume, retry), else created."""
-        found = self.client.search_runs(
-            [self.experiment_of(parent_run_id)], f"tags.{TRIAL_ID} = '{trial_id}'", max_results=1
-        )
-        return found[0].info.run_id if found else self.create_trial_run(parent_run_id, trial_id, config, params, tags)
-
     def create_trial_run(self, parent_run_id: str, trial_id: str, config: dict, params: dict, tags: dict) -> str:
         run = self.client.create_run(
             self.experiment_of(parent_run_id),
@@ -148,7 +141,8 @@ class SweepStore:
             page = self.client.search_runs(
                 [experiment_id], f"tags.{TRIAL_ID} LIKE '%'", max_results=1000, page_token=token
             )
-            runs |= {run.data.tags[TRIAL_ID]: run.info.run_id for run in page}
+            for run in page:  # newest first: were a trial ever recorded twice, its newest run is the one kept
+                runs.setdefault(run.data.tags[TRIAL_ID], run.info.run_id)
             token = page.token
             if not token:
                 return runs
@@ -223,15 +217,16 @@ class SweepStore:
                 tags=[RunTag(PARETO_FRONT, "true" if new == 1 else "false")],
             )
             row.metrics[PARETO_RANK] = new
-        summary = json.dumps(dataclasses.asdict(record.summary()))
-        if summary != self._summaries.get(record.parent_run_id):
-            self.client.set_tag(record.parent_run_id, SUMMARY, summary)
-            self._summaries[record.parent_run_id] = summary
+        summary = record.summary()
+        text = json.dumps(dataclasses.asdict(summary))
+        if text != self._summaries.get(record.parent_run_id):
+            self.client.set_tag(record.parent_run_id, SUMMARY, text)
+            self._summaries[record.parent_run_id] = text
         finished = len(record.finished)
         if finished and finished != self.hypervolume_step(record.parent_run_id):  # one point per trial count
             self.log_metrics(
                 record.parent_run_id,
-                {"hypervolume": record.hypervolume(), "front_size": len(record.front)},
+                {"hypervolume": summary.hypervolume, "front_size": len(record.front)},
                 step=finished,
             )
             self._hypervolume_steps[record.parent_run_id] = finished
@@ -361,7 +356,7 @@ class SweepStore:
         if tag is None:
             record = self.load_sweep(name)
             return record, record.summary()
-        summary = SweepSummary(**json.loads(tag))
+        summary = SweepSummary.from_json(tag)
         record = self.empty_record(experiment, parent)
         for run in self.child_runs(experiment.experiment_id, f"tags.{PARETO_FRONT} = 'true'"):
             record.rows.append(self.trial_row(run, record.directions))
@@ -430,7 +425,7 @@ class SweepStore:
             if not parent:
                 continue
             tag = parent.data.tags.get(SUMMARY)
-            summary = SweepSummary(**json.loads(tag)) if tag else self.load_sweep(experiment.name).summary()
+            summary = SweepSummary.from_json(tag) if tag else self.load_sweep(experiment.name).summary()
             out.append(
                 {
                     "name": experiment.name,

@@ -4,9 +4,10 @@ export rows are defined on it once."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from analysis.pareto import hypervolume, pareto_ranks
@@ -151,6 +152,13 @@ class SweepSummary:
     ranked: int
     hypervolume: float
     stopped_at: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> SweepSummary:
+        """Read back as written: a field a later samat adds is left out, one an older one lacked takes its
+        default."""
+        values = json.loads(text)
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
 @dataclass

@@ -112,7 +112,9 @@ def synthetic_sweep(trials: int, folder: Path) -> str:
     for i in range(trials):
         trial_id = f"{i:08x}"
         params = {"model": "mlp", "method": "sgd", "lr": rng.uniform(0.01, 0.3)}
-        run_id = store.trial_run(parent, trial_id, {**params, "epochs": 2}, params, {"method": "sgd", "model": "mlp"})
+        run_id = store.create_trial_run(
+            parent, trial_id, {**params, "epochs": 2}, params, {"method": "sgd", "model": "mlp"}
+        )
         clean = rng.uniform(0.5, 1.0)
         for epoch in (1, 2):
             robust = rng.uniform(0.0, 1.0 - clean + 0.2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from analysis.trials import format_params, stopped_counts
 from analysis.ui import runs_page, ui_base
 from sweeps.places import SweepRefused, latest_name, place_sweep, resolve_data_dir, resolve_tracking_uri
 from sweeps.spec import SpecError, load_spec, validate_spec
-from sweeps.storage import MIN_FREE_BYTES, StorageFault
+from sweeps.storage import StorageFault, check_writable
 from trainables.cli import add_train_parser
 from trainables.usage import INTERRUPTED, USAGE_ERROR, OneLineParser, UsageError, positive_int, show
 
@@ -81,12 +80,10 @@ def check_results_dir(results: str) -> None:
             pass
     except OSError as e:
         raise UsageError(f"--results={show(results)}: cannot write there ({existing}: {e.strerror})") from None
-    free = shutil.disk_usage(existing).free
-    if free < MIN_FREE_BYTES:
-        raise UsageError(
-            f"--results={show(results)}: {existing} is full ({free / 2**20:.1f} MiB free, a sweep needs "
-            f"{MIN_FREE_BYTES // 2**20})"
-        )
+    try:
+        check_writable(existing)
+    except StorageFault as e:
+        raise UsageError(f"--results={show(results)}: {e}") from None
 
 
 def check_data(spec, address: str | None) -> None:

@@ -88,7 +88,7 @@ class SweepDisplay:
 
 
 class ProgressCallback(Callback):
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
         if _open_display:
             _open_display.count(trials)
 

@@ -4,9 +4,9 @@ Not Ray's MLflowLoggerCallback: that one opens a fresh run whenever a trial star
 trial would get two, and a tracking server that stops answering ends the whole experiment from inside Tune's
 loop. This one writes through an `Outbox` (analysis/outbox.py): a trial's run is found by its Ray trial id
 before one is created, each epoch is logged once, and what the store does not take is kept on the driver's disk
-while training goes on. The front is re-ranked at most every FRONT_EVERY_S seconds while trials finish (each
-re-rank reads the sweep back), and at the end. Tune pickles callbacks with the experiment and restores them on
-resume, so it holds only names, ids and paths."""
+while training goes on. The front is re-ranked at most every FRONT_EVERY_S seconds while trials finish (in
+memory: the outbox reads the sweep once per driver), and at the end. Tune pickles callbacks with the experiment
+and restores them on resume, so it holds only names, ids and paths."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class MLflowRecorder(Callback):
         self.outbox.finish(self.open(trial), "FAILED", message[-1] if message else "trial failed")
         self.front_due = True
 
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
         if self.front_due and time.monotonic() - self.front_at >= FRONT_EVERY_S:
             self.outbox.front()
             self.front_due, self.front_at = False, time.monotonic()

@@ -7,7 +7,7 @@ trial (`sweeps.search`), samat's callback records it in MLflow (`sweeps.recordin
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from sweeps.results import FinishedSweep
 from sweeps.search import fail_running_trials, make_searcher
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
-from sweeps.storage import QuietStorageErrors, check_writable, storage_fault, whole_files
+from sweeps.storage import check_writable, quiet_storage_errors, remove_partial_files, storage_fault, whole_files
 from sweeps.trainable import configure_tune, with_resources, with_result_files
 from trainables.vocabulary import EPOCH, EPOCHS
 
@@ -97,27 +97,27 @@ def run_sweep(
     connected = start_ray(address, num_cpus)
     start = time.perf_counter()
     guard = [] if place.remote else [StorageGuard(place.storage_root)]
-    logging.getLogger("ray.tune.execution.tune_controller").addFilter(QuietStorageErrors())
-    try:
-        tuner = restore_tuner(place, spec) if resume else new_tuner(place, spec, [*(callbacks or []), *guard, recorder])
-        rows = trial_rows(tuner.fit(), spec)
-    except KeyboardInterrupt:  # a second Ctrl-C: Tune did not get to finish; what it saved can be resumed
-        outbox.close(finished=False)
-        raise
-    except Exception as e:  # a results folder that fills up or turns read-only: stop, keep what is there
-        fault = storage_fault(e, place.storage_root)
-        if fault is None:
+    if resume and not place.remote:
+        remove_partial_files(place.experiment_path)
+    quiet_storage_errors()
+    with storage_faults_stop_the_sweep(place, outbox):
+        try:
+            tuner = (
+                restore_tuner(place, spec) if resume else new_tuner(place, spec, [*(callbacks or []), *guard, recorder])
+            )
+            rows = trial_rows(tuner.fit(), spec)
+        except KeyboardInterrupt:  # a second Ctrl-C: Tune did not get to finish; what it saved can be resumed
+            outbox.close(finished=False)
             raise
-        raise fault from None
-    finally:
-        if connected:
-            ray.shutdown()
-    finished = len(rows) >= spec.search.trials and all(r.status != "unfinished" for r in rows)
-    if finished:  # trials Ray proposed after its last saved state never finish: all three stores must agree
-        fail_running_trials(place.optuna_storage, place.name)
-        outbox.orphans(sorted(r.trial_id for r in rows))
-    outbox.close(finished)
-    pending = outbox.retry(now=True)
+        finally:
+            if connected:
+                ray.shutdown()
+        finished = len(rows) >= spec.search.trials and all(r.status != "unfinished" for r in rows)
+        if finished:  # trials Ray proposed after its last saved state never finish: all three stores must agree
+            fail_running_trials(place.optuna_storage, place.name)
+            outbox.orphans(sorted(r.trial_id for r in rows))
+        outbox.close(finished)
+        pending = outbox.retry(now=True)
     certification = None
     if finished and spec.final == "certify" and not pending:
         from sweeps.certify import certify_sweep  # noqa: PLC0415 - torch (3 s): only a sweep that certifies pays it
@@ -139,6 +139,22 @@ def run_sweep(
     )
 
 
+@contextlib.contextmanager
+def storage_faults_stop_the_sweep(place: SweepPlace, outbox: Outbox):
+    """An error that a full or read-only local results folder caused, in Tune's loop or in the writes after it,
+    becomes one StorageFault naming the folder; the sweep's MLflow parent is marked interrupted if its store can
+    still be written (a tracking server elsewhere)."""
+    try:
+        yield
+    except Exception as e:
+        fault = None if place.remote else storage_fault(e, place.storage_root)
+        if fault is None:
+            raise
+        with contextlib.suppress(Exception):
+            outbox.close(finished=False)
+        raise fault from None
+
+
 class StorageGuard(Callback):
     """Stops the sweep from Tune's loop, in the driver, within a second of its results folder becoming read-only
     or full (sweeps.storage): Tune saves no state past that point, so a resume starts from what was written."""
@@ -146,7 +162,7 @@ class StorageGuard(Callback):
     def __init__(self, folder: str):
         self.folder, self.checked_at = folder, 0.0
 
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
         if time.monotonic() - self.checked_at >= 1.0:
             check_writable(self.folder)
             self.checked_at = time.monotonic()

@@ -7,7 +7,7 @@ included, and a sweep whose state is empty cannot be resumed. `whole_files()` is
 change: a file is written beside its destination and renamed over it only when complete, so a write that fails
 leaves the previous version in place.
 
-`check_writable` (called by the sweep's StorageGuard every second) and the storage errors of any write raise
+`check_writable` (called by the sweep's StorageGuard about every second) and the storage errors of any write raise
 `StorageFault`, which stops the sweep when its folder cannot be written (read-only, or less than MIN_FREE_BYTES
 free): one line naming the folder, everything written before kept, to be resumed once it can be written again.
 Imports no Ray: the CLI checks a folder before a sweep starts."""
@@ -58,6 +58,12 @@ def storage_fault(error: BaseException, folder: str | Path) -> StorageFault | No
     return fault
 
 
+def remove_partial_files(folder: str | Path) -> None:
+    """A driver killed mid-write leaves `.partial` files (never the file itself half written): gone on resume."""
+    for partial in Path(folder).rglob(".*.partial"):
+        partial.unlink(missing_ok=True)
+
+
 class QuietStorageErrors(logging.Filter):
     """Drops log records of errors a full or read-only disk caused (a trial failing to write its checkpoint: Ray
     logs the worker's traceback), since the sweep stops on them with one line of its own."""
@@ -69,8 +75,18 @@ class QuietStorageErrors(logging.Filter):
         return not any(word in f"{record.getMessage()} {error}" for word in self.WORDS)
 
 
+def quiet_storage_errors() -> None:
+    """Filter Tune's controller log (once per process) through QuietStorageErrors."""
+    log = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, QuietStorageErrors) for f in log.filters):
+        log.addFilter(QuietStorageErrors())
+
+
 def check_writable(folder: str | Path) -> None:
-    """Raise StorageFault if `folder` is read-only or has less than MIN_FREE_BYTES free."""
+    """Raise StorageFault if the local `folder` is read-only or has less than MIN_FREE_BYTES free (a shared URI,
+    s3://..., is the storage service's to check)."""
+    if "://" in str(folder):
+        return
     if not os.access(folder, os.W_OK):
         raise StorageFault(folder, "is read-only")
     free = shutil.disk_usage(folder).free
@@ -92,8 +108,8 @@ class WholeFileHandler(pafs.FileSystemHandler):
     def __eq__(self, other):
         return isinstance(other, WholeFileHandler)
 
-    def __ne__(self, other):
-        return not self == other
+    def __hash__(self):
+        return hash(WholeFileHandler)
 
     def get_type_name(self):
         return "samat-whole-files"
@@ -126,9 +142,16 @@ class WholeFileHandler(pafs.FileSystemHandler):
         self.local.move(src, dest)
 
     def copy_file(self, src, dest):
-        with self.local.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
-            while chunk := source.read(2**20):
-                target.write(chunk)
+        whole = WholeFile(dest)
+        try:
+            with self.local.open_input_stream(src) as source:
+                while chunk := source.read(2**20):
+                    whole.write(chunk)
+        except BaseException:
+            whole.failed = True
+            raise
+        finally:
+            whole.close()
 
     def open_input_stream(self, path):
         return self.local.open_input_stream(path)
@@ -145,7 +168,8 @@ class WholeFileHandler(pafs.FileSystemHandler):
 
 class WholeFile(io.RawIOBase):
     """A file written as `.<name>.<random>.partial` beside `path`, renamed to `path` when closed after every
-    write succeeded; removed instead if any failed."""
+    write succeeded; removed instead if any failed, or if it is dropped without being closed (a writer that
+    gave up)."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -161,9 +185,13 @@ class WholeFile(io.RawIOBase):
     def write(self, data) -> int:
         try:
             return self.file.write(data)
-        except OSError:
+        except BaseException:
             self.failed = True
             raise
+
+    def __del__(self):
+        self.failed = True  # only a file closed on purpose is kept
+        self.close()
 
     def close(self) -> None:
         if self.closed:

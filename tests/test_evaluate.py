@@ -73,7 +73,8 @@ def test_pgd_accuracy_falls_to_zero_as_eps_grows(trained_digits_model, digits):
 
 def test_larger_radii_attack_only_what_smaller_ones_left_standing(trained_digits_model, digits):
     """FGSM is deterministic, so the cascade can be checked exactly: at each radius, robust accuracy is that of
-    every FGSM up to it together; images broken at a smaller radius are not attacked again; PGD stays apart."""
+    every FGSM up to it together; images broken at a smaller radius are not attacked again; PGD stays apart; an
+    objective attack is measured alone."""
     x, y = digits.test_x, digits.test_y
     radii = ("0.05", "0.1", "0.2")
     alone = {e: robust_correct(trained_digits_model, parse_attack(f"fgsm_linf_{e}"), x, y, 10) for e in radii}
@@ -88,6 +89,10 @@ def test_larger_radii_attack_only_what_smaller_ones_left_standing(trained_digits
     among = alone["0.05"]
     again = robust_correct(trained_digits_model, parse_attack("fgsm_linf_0.1"), x, y, 10, among=among)
     assert not again[~among].any() and torch.equal(again, alone["0.1"] & among)
+    # an objective is measured alone (as at every epoch), and still narrows the larger radii
+    metrics = evaluate(trained_digits_model, x, y, 10, attacks, n_robust=len(y), standalone=[attacks[3]])
+    assert metrics["robust_acc/fgsm_linf_0.1"] == alone["0.1"].sum().item() / len(y)
+    assert metrics["robust_acc/fgsm_linf_0.2"] == standing.sum().item() / len(y)
 
 
 @pytest.mark.parametrize("name", ["pgd_l2_0.5", "autoattack_linf_0.1", "fab_linf_0.1", "square_linf_0.1", "cw"])

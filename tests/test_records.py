@@ -191,7 +191,7 @@ def test_frontier_ui_serves_the_sweep_and_links_to_its_front(tiny_sweep, tmp_pat
 
 def add_trial(store, parent, trial_id, clean, robust, outcome="FINISHED", stopped_at=None):
     """One trial written as the recorder writes it (a run, one epoch of metrics, its end)."""
-    run_id = store.trial_run(parent, trial_id, {"lr": 0.1}, {"method": "sgd", "model": "mlp", "lr": 0.1}, {})
+    run_id = store.create_trial_run(parent, trial_id, {"lr": 0.1}, {"method": "sgd", "model": "mlp", "lr": 0.1}, {})
     store.log_metrics(run_id, {"epoch": 1, "clean_acc": clean, "robust_acc/pgd_linf_0.1": robust}, 1)
     if stopped_at is not None:
         store.stop_trial(run_id, stopped_at, "MO-ASHA")

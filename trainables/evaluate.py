@@ -3,6 +3,7 @@ named as in `trainables.vocabulary` (`pgd_linf_2of255` reports `robust_acc/pgd_l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import torch
@@ -147,20 +148,26 @@ def evaluate(
     attacks: list[AttackSpec] = (),
     n_robust: int = 1000,
     batch_size: int = 500,
+    standalone: Sequence[AttackSpec] = (),
 ) -> dict[str, float]:
     """Clean accuracy on the whole test set; robust accuracy on its first `n_robust` images for each attack.
 
-    Attacks of one kind and norm at several radii go smallest first, and each larger radius attacks only the
-    images the smaller one left standing: an adversarial example inside the smaller ε-ball lies inside the larger
-    one, so an image broken at ε is broken at every larger ε. Robust accuracy at a radius is then the accuracy
-    under all of that kind's attacks up to it (the worst case found in the ball, never above one attack's alone),
-    and each point of a robustness curve costs only what is still standing."""
+    Attacks of one kind, norm and step count at several radii go smallest first, and each larger radius attacks
+    only the images the smaller ones left standing: an adversarial example inside the smaller ε-ball lies inside
+    the larger one, so an image broken at ε is broken at every larger ε. Robust accuracy at a radius is then the
+    accuracy under all of that kind's attacks up to it (the worst case found in the ball), and each point of a
+    robustness curve costs only what is still standing. An attack in `standalone` (the objectives) is measured
+    alone, on every image, so that it means the same wherever it is measured; what it leaves standing still
+    narrows the larger radii."""
     metrics = clean_accuracy(model, x, y, batch_size)
-    standing: dict[tuple, torch.Tensor] = {}  # (kind, norm, steps) -> survivors at the largest radius so far
+    standing: dict[tuple, torch.Tensor] = {}  # (kind, norm, steps) -> survivors of every radius so far
     xs, ys = x[:n_robust], y[:n_robust]
     robust = {}
     for attack in sorted(attacks, key=lambda a: a.eps):
         family = (attack.kind, attack.norm, attack.steps)
-        standing[family] = robust_correct(model, attack, xs, ys, num_classes, batch_size, standing.get(family))
-        robust[attack.metric] = standing[family].sum().item() / len(ys)  # exact, not fp32
+        before = standing.get(family)
+        alone = attack in standalone
+        survivors = robust_correct(model, attack, xs, ys, num_classes, batch_size, None if alone else before)
+        robust[attack.metric] = survivors.sum().item() / len(ys)  # exact, not fp32
+        standing[family] = survivors & before if alone and before is not None else survivors
     return metrics | {a.metric: robust[a.metric] for a in attacks}

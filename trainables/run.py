@@ -220,7 +220,9 @@ class Run:
         # evaluating never moves the training's random stream
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
-            metrics = evaluate(self.model, x, y, self.data.num_classes, attacks, robust_n)
+            metrics = evaluate(
+                self.model, x, y, self.data.num_classes, attacks, robust_n, standalone=cfg.epoch_attack_specs
+            )
         self.eval_time_s += time.perf_counter() - start  # evaluate syncs with the device: the time is real
         if on_test:
             metrics = {metric_on_test(k): v for k, v in metrics.items()}
