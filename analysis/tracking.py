@@ -68,6 +68,7 @@ class SweepStore:
         self._experiment_ids: dict[str, str] = {}  # parent run id -> its experiment's id (never changes)
         self._hypervolume_steps: dict[str, int] = {}  # parent run id -> see hypervolume_step
         self._summaries: dict[str, str] = {}  # parent run id -> the summary last written (JSON)
+        self._clock = 0  # see stamp
 
     def check_reachable(self) -> None:
         """Fail fast, naming the URI, if the store cannot answer (no training starts before this passes)."""
@@ -213,7 +214,7 @@ class SweepStore:
                 continue
             self.client.log_batch(
                 row.run_id,
-                metrics=[Metric(PARETO_RANK, new, 0, 0)],
+                metrics=[Metric(PARETO_RANK, new, self.stamp(), 0)],
                 tags=[RunTag(PARETO_FRONT, "true" if new == 1 else "false")],
             )
             row.metrics[PARETO_RANK] = new
@@ -231,6 +232,13 @@ class SweepStore:
             )
             self._hypervolume_steps[record.parent_run_id] = finished
         return record
+
+    def stamp(self) -> int:
+        """A timestamp (ms) later than any this store gave before: MLflow's latest value of a metric is the one of
+        the highest (step, timestamp, value), so ranks logged at one step and one time would read back as the
+        largest rank ever logged, not the last."""
+        self._clock = max(int(time.time() * 1000), self._clock + 1)
+        return self._clock
 
     def hypervolume_step(self, parent_run_id: str) -> int:
         """The trial count of the last hypervolume logged on the parent: read once, then kept as it is logged."""

@@ -131,8 +131,11 @@ def test_a_sweep_across_two_nodes_survives_losing_one_mid_trial(tmp_path):
         assert {r["node_id"] for rows in results.values() for r in rows} == {head, worker.node_id}  # both trained
         moved = results[lost["trial_id"]]
         assert moved[-1]["epoch"] == epochs and moved[-1]["node_id"] == head  # finished on the head...
+        on_worker = [r["epoch"] for r in moved if r["node_id"] == worker.node_id]
         after = [r["epoch"] for r in moved if r["node_id"] == head]
-        assert after[0] == lost["epoch"] + 1  # ...from the checkpoint of its last reported epoch, not from scratch
+        # ...from the checkpoint of the last epoch it reported on the lost node (it may have reported one more
+        # between the test's look and the node's removal), not from scratch
+        assert on_worker[-1] >= lost["epoch"] and after[0] == on_worker[-1] + 1, (on_worker, after)
 
         client = MlflowClient(env["MLFLOW_TRACKING_URI"])
         experiment = client.get_experiment_by_name("nodeloss")

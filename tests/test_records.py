@@ -242,3 +242,11 @@ def test_front_and_summary_read_alone_match_a_full_read(tmp_path):
     assert [r.trial_id for r in front.front] == ["best"] and summary == store.load_sweep("reads").summary()
     store.update_front("reads")  # as the sweep closes: every rank
     assert all(r.metrics.get(PARETO_RANK) == (r.rank or 0) for r in store.load_sweep("reads").rows if r.rank)
+    # ranks can also go back up: with "best" no longer finished, every other trial moves up one rank, and MLflow's
+    # latest rank must be the one written last (not the largest ever written)
+    best = next(r for r in store.load_sweep("reads").rows if r.trial_id == "best")
+    store.client.set_terminated(best.run_id, "FAILED")
+    store.update_front("reads")
+    again = store.load_sweep("reads")
+    assert all(r.metrics.get(PARETO_RANK) == r.rank for r in again.rows if r.rank)
+    assert {r.trial_id for r in store.load_front("reads")[0].front} == {r.trial_id for r in full.front}

@@ -90,7 +90,11 @@ def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
 
     def read_only():  # a read-only view of the folder over it: every new open for writing fails with EROFS
         mount("--bind", str(small_disk), str(small_disk))
-        mount("-o", "remount,bind,ro", str(small_disk))
+        for _ in range(100):  # the remount is refused while the sweep has a file open for writing through it
+            if subprocess.run(["mount", "-o", "remount,bind,ro", str(small_disk)], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.02)
+        raise AssertionError("could not make the folder read-only")
 
     for fault, finished, says in ((fill, 2, "is full"), (read_only, 5, "is read-only")):
         output, before = sweep_until_fault(command, sweep_dir, finished, fault)
