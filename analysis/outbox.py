@@ -102,8 +102,10 @@ class Outbox:
             except Exception as e:  # noqa: BLE001 - whatever the store's failure, training must go on
                 try:
                     self.keep(op)  # a disk that cannot take it either stops the sweep (OSError) here
-                finally:
-                    self.fell_behind(e)
+                except OSError:
+                    self.fell_behind(e, warn=False)
+                    raise
+                self.fell_behind(e)
                 return
         self.keep(op)
         self.retry()
@@ -156,13 +158,13 @@ class Outbox:
     def pending(self) -> int:
         return sum(1 for line in self.path.read_text().splitlines() if line.strip()) if self.behind else 0
 
-    def fell_behind(self, error: Exception) -> None:
+    def fell_behind(self, error: Exception, warn: bool = True) -> None:
         self.next_try = time.monotonic() + RETRY_S
         self.runs = None  # a write may have failed after the store took it: read back before writing again
         self.last_epoch.clear()
         self.record, self.rows = None, {}
         self._store = None
-        if not self.warned:
+        if warn and not self.warned:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
             print(
                 f"samat: MLflow store {self.tracking_uri} is not taking writes ({first}); training goes on, and "

@@ -65,13 +65,19 @@ def remove_partial_files(folder: str | Path) -> None:
 
 
 class QuietStorageErrors(logging.Filter):
-    """Drops log records of errors a full or read-only disk caused (a trial failing to write its checkpoint: Ray
-    logs the worker's traceback), since the sweep stops on them with one line of its own."""
+    """Drops two kinds of Tune's error logs, each with a traceback:
+    - errors a full or read-only disk caused (a trial failing to write its checkpoint), since the sweep stops on
+      them with one line of its own;
+    - a resumed trial's old checkpoint that is gone already: Tune deletes all but the last two checkpoints as
+      soon as a new one is written, before its next state save, so a sweep stopped in between resumes with a
+      state that still lists one; Tune finds it missing when it deletes it again, and the trial goes on."""
 
     WORDS = tuple(os.strerror(number) for number in sorted(STORAGE_ERRNOS))
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, FileNotFoundError) and "Error handling checkpoint" in record.msg:
+            return False
         return not any(word in f"{record.getMessage()} {error}" for word in self.WORDS)
 
 
@@ -171,6 +177,9 @@ class WholeFile(io.RawIOBase):
     write succeeded; removed instead if any failed, or if it is dropped without being closed (a writer that
     gave up)."""
 
+    file = None  # until the partial file is open (opening it can fail: then there is nothing to keep)
+    failed = True
+
     def __init__(self, path: str):
         super().__init__()
         self.path = path
@@ -197,14 +206,15 @@ class WholeFile(io.RawIOBase):
         if self.closed:
             return
         try:
-            self.file.close()  # flushes: a full disk may fail here
+            if self.file is not None:
+                self.file.close()  # flushes: a full disk may fail here
             if not self.failed:
                 os.replace(self.partial, self.path)
         except OSError:
             self.failed = True
             raise
         finally:
-            if self.failed:
+            if self.failed and self.file is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(self.partial)
             super().close()
