@@ -156,16 +156,15 @@ def storage_faults_stop_the_sweep(place: SweepPlace, outbox: Outbox):
 
 
 class StorageGuard(Callback):
-    """Stops the sweep from Tune's loop, in the driver, within a second of its results folder becoming read-only
-    or full (sweeps.storage): Tune saves no state past that point, so a resume starts from what was written."""
+    """Stops the sweep from Tune's loop, in the driver, as soon as its results folder turns read-only or full
+    (sweeps.storage): checked before each step (a statvfs and an access call, microseconds), so before any state
+    save Tune would make on that disk; a resume starts from what was written before."""
 
     def __init__(self, folder: str):
-        self.folder, self.checked_at = folder, 0.0
+        self.folder = folder
 
-    def on_step_end(self, iteration, trials, **info):
-        if time.monotonic() - self.checked_at >= 1.0:
-            check_writable(self.folder)
-            self.checked_at = time.monotonic()
+    def on_step_begin(self, iteration, trials, **info):
+        check_writable(self.folder)
 
 
 def make_scheduler(spec: SweepSpec) -> MOASHAScheduler | None:
@@ -200,7 +199,7 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
         run_config=tune.RunConfig(
             name=place.name,
             storage_path=place.storage_root,
-            storage_filesystem=None if place.remote else whole_files(),
+            storage_filesystem=None if place.remote else whole_files(place.storage_root),
             verbose=0,
             callbacks=with_result_files([SchedulerCheckpoint(scheduler), *callbacks] if scheduler else callbacks),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -216,7 +215,7 @@ def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:
         with_resources(spec),
         resume_unfinished=True,
         resume_errored=True,
-        storage_filesystem=None if place.remote else whole_files(),
+        storage_filesystem=None if place.remote else whole_files(place.storage_root),
     )
 
 
