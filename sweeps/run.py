@@ -31,7 +31,7 @@ from sweeps.results import FinishedSweep
 from sweeps.search import fail_running_trials, make_searcher
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
-from sweeps.storage import check_writable, quiet_storage_errors, remove_partial_files, storage_fault, whole_files
+from sweeps.storage import check_writable, quiet_storage_errors, storage_fault
 from sweeps.trainable import configure_tune, with_resources, with_result_files
 from trainables.vocabulary import EPOCH, EPOCHS
 
@@ -97,8 +97,6 @@ def run_sweep(
     connected = start_ray(address, num_cpus)
     start = time.perf_counter()
     guard = [] if place.remote else [StorageGuard(place.storage_root)]
-    if resume and not place.remote:
-        remove_partial_files(place.experiment_path)
     quiet_storage_errors()
     with storage_faults_stop_the_sweep(place, outbox):
         try:
@@ -199,7 +197,6 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
         run_config=tune.RunConfig(
             name=place.name,
             storage_path=place.storage_root,
-            storage_filesystem=None if place.remote else whole_files(place.storage_root),
             verbose=0,
             callbacks=with_result_files([SchedulerCheckpoint(scheduler), *callbacks] if scheduler else callbacks),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -215,7 +212,6 @@ def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:
         with_resources(spec),
         resume_unfinished=True,
         resume_errored=True,
-        storage_filesystem=None if place.remote else whole_files(place.storage_root),
     )
 
 

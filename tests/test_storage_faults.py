@@ -107,48 +107,27 @@ def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
             subprocess.run(["umount", str(small_disk)], check=True)  # the read-only view goes, the disk is writable
         after = written(sweep_dir.parent)
         # nothing written before the fault was emptied or removed (but what is transient by nature: old checkpoints
-        # Tune deletes itself, sqlite's rollback journal, a file still being written)
-        transient = ("checkpoint_", "-journal", ".partial")
+        # Tune deletes itself, sqlite's rollback journal)
+        transient = ("checkpoint_", "-journal")
         lost = [str(p) for p in before if p not in after and p != filler and not any(t in str(p) for t in transient)]
         assert not lost, lost
         command = [SAMAT, "sweep", str(spec_file), "--results", str(small_disk), "--resume"]
 
     resume_sweep(spec_file, small_disk)
     assert_stores_agree(small_disk, "disk", EPOCHS, TRIALS)
-    assert not list(sweep_dir.rglob("*.partial"))
 
 
-def test_a_copy_onto_a_full_disk_leaves_the_previous_state_whole(small_disk, tmp_path):
-    """Why Ray writes the results folder through `whole_files()`: pyarrow's own local filesystem empties the
-    destination before it finds the disk full, and leaves what fitted (an experiment state copied so could never
-    be restored). Through whole_files, a file of an experiment's own folder keeps its previous version."""
-    import pyarrow.fs as pafs
-
-    from sweeps.storage import whole_files
-
-    source, sweep = tmp_path / "state.json", small_disk / "sweep"
-    source.write_text("{" + '"x": 1, ' * 100_000 + '"y": 2}')
-    sweep.mkdir()
-    for name in ("whole.json", "plain.json"):
-        (sweep / name).write_text('{"saved": "before the disk filled"}')
+def test_a_sweep_refuses_a_full_results_folder(small_disk, tmp_path):
     with open(small_disk / "filler", "wb") as f:
         try:
             while True:
                 f.write(b"\0" * 2**20)
         except OSError:
             pass
-    for name, filesystem in (("whole.json", whole_files(str(small_disk))), ("plain.json", pafs.LocalFileSystem())):
-        with pytest.raises(OSError, match="No space left"):
-            pafs.copy_files(str(source), str(sweep / name), destination_filesystem=filesystem)
-    assert (sweep / "whole.json").read_text() == '{"saved": "before the disk filled"}'
-    plain = (sweep / "plain.json").read_bytes()  # what Ray's default leaves: the start of the new file, if any
-    assert plain != b'{"saved": "before the disk filled"}' and len(plain) < source.stat().st_size
-    assert not list(sweep.glob(".*.partial"))
-
-    spec_file = tmp_path / "full.yaml"  # and a sweep refuses to start there
+    spec_file = tmp_path / "full.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec(name="full")))
     refused = subprocess.run(
         [SAMAT, "sweep", str(spec_file), "--results", str(small_disk)], capture_output=True, text=True, timeout=120
     )
     assert refused.returncode == 2 and f"{small_disk} is full" in refused.stderr, refused.stderr
-    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "sweep"]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # nothing written
