@@ -37,6 +37,21 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread_beside_ray(request):
+    """The torch-only tests run beside the Ray worker's sweeps on 2 cores: with one torch thread each, neither
+    starves the other's trials (torch takes every core by default)."""
+    if request.module.__name__.rpartition(".")[2] in RAY_MODULES:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_digits_data()
