@@ -310,15 +310,12 @@ def seeded_front_table(title: str, record: SweepRecord) -> Table:
 def stopped_line(stopped_at: dict[str, int], trials: int, stopped: list[TrialRow]) -> str:
     """The trials the scheduler stopped early (not ranked, so never on the front), counted by the epoch they
     stopped at (`stopped_at`, see stopped_counts), and named when `stopped` holds them all and they are few."""
-    named = len(stopped) == sum(stopped_at.values()) <= LISTED_STOPPED
+    named: dict[str, list[str]] = {}
+    if len(stopped) == sum(stopped_at.values()) <= LISTED_STOPPED:
+        for row in sorted(stopped, key=lambda r: r.trial_id):
+            named.setdefault(str(row.stopped_at or 0), []).append(row.trial_id)
     where = "; ".join(
-        f"at epoch {epoch}: "
-        + (
-            ", ".join(sorted(r.trial_id for r in stopped if str(r.stopped_at or 0) == epoch))
-            if named
-            else f"{n} trials"
-        )
-        for epoch, n in stopped_at.items()
+        f"at epoch {epoch}: {', '.join(named[epoch]) if named else f'{n} trials'}" for epoch, n in stopped_at.items()
     )
     return f"stopped early by MO-ASHA (not ranked): {sum(stopped_at.values())} of {trials} trials; {where}"
 

@@ -136,17 +136,13 @@ class SweepStore:
         return run.info.run_id
 
     def trial_runs(self, parent_run_id: str) -> dict[str, str]:
-        """Every run of the sweep that records a Ray trial (the search's and reseeds), by trial id."""
-        experiment_id, runs, token = self.experiment_of(parent_run_id), {}, None
-        while True:
-            page = self.client.search_runs(
-                [experiment_id], f"tags.{TRIAL_ID} LIKE '%'", max_results=1000, page_token=token
-            )
-            for run in page:  # newest first: were a trial ever recorded twice, its newest run is the one kept
+        """Every run of the sweep that records a Ray trial (the search's and reseeds), by trial id; were a trial
+        ever recorded twice, its newest run (child_runs reads newest first)."""
+        runs: dict[str, str] = {}
+        for role in ("trial", "reseed"):
+            for run in self.child_runs(self.experiment_of(parent_run_id), role=role):
                 runs.setdefault(run.data.tags[TRIAL_ID], run.info.run_id)
-            token = page.token
-            if not token:
-                return runs
+        return runs
 
     def experiment_of(self, parent_run_id: str) -> str:
         if parent_run_id not in self._experiment_ids:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -80,8 +81,7 @@ def stopped_epoch(metrics: dict, planned_epochs: int | None) -> int | None:
 
 def stopped_counts(stopped: list[TrialRow]) -> dict[str, int]:
     """How many trials were stopped at each epoch, by epoch (as text: JSON keys)."""
-    epochs = sorted(r.stopped_at or 0 for r in stopped)
-    return {str(e): epochs.count(e) for e in dict.fromkeys(epochs)}
+    return {str(e): n for e, n in Counter(sorted(r.stopped_at or 0 for r in stopped)).items()}
 
 
 def rank_rows(rows: list[TrialRow], directions: dict[str, str]) -> list[TrialRow]:

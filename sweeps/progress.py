@@ -29,7 +29,7 @@ class SweepDisplay:
             TextColumn("{task.fields[running]}"),
             console=self.console,
         )
-        self.task = self.progress.add_task(f"sweep {spec.name}", total=n_trials, completed=0, running="")
+        self.task = self.progress.add_task(f"sweep {spec.name}", total=n_trials, running="")
         self.running: dict[str, str] = {}
         self.console.print(f"finished trials show: trial method model params -> {' / '.join(spec.directions)}")
 

@@ -207,12 +207,7 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
 
 def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:
     """Tune restores the searcher (with its Optuna study), the callbacks and every trial's last checkpoint."""
-    return tune.Tuner.restore(
-        place.experiment_path,
-        with_resources(spec),
-        resume_unfinished=True,
-        resume_errored=True,
-    )
+    return tune.Tuner.restore(place.experiment_path, with_resources(spec), resume_unfinished=True, resume_errored=True)
 
 
 def trial_rows(result_grid, spec: SweepSpec) -> list[TrialRow]:

@@ -75,10 +75,7 @@ def quiet_storage_errors() -> None:
 
 
 def check_writable(folder: str | Path) -> None:
-    """Raise StorageFault if the local `folder` is read-only or has less than MIN_FREE_BYTES free (a shared URI,
-    s3://..., is the storage service's to check)."""
-    if "://" in str(folder):
-        return
+    """Raise StorageFault if the local `folder` is read-only or has less than MIN_FREE_BYTES free."""
     if not os.access(folder, os.W_OK):
         raise StorageFault(folder, "is read-only")
     free = shutil.disk_usage(folder).free

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from trainables.config import TrainConfig
 from trainables.data import load_digits_data
@@ -96,6 +97,14 @@ def tiny_spec(**changes) -> dict:
     }
     spec.update(changes)
     return spec
+
+
+def write_spec(folder: Path, **changes) -> Path:
+    """`tiny_spec(**changes)` as `<folder>/<name>.yaml`, for `samat sweep SPEC`."""
+    spec = tiny_spec(**changes)
+    path = folder / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from tests.conftest import (
     start_sweep,
     tiny_spec,
     trial_dirs,
+    write_spec,
 )
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -35,17 +36,13 @@ def wait_for(condition, process, seconds=240, what="condition"):
 
 
 def test_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
-    spec = tmp_path / "retry.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            tiny_spec(
-                name="retry",
-                models=["small_cnn"],
-                methods={"sgd": {}},
-                train={"epochs": 6},
-                search={"sampler": "random", "trials": 1, "concurrency": 1},
-            )
-        )
+    spec = write_spec(
+        tmp_path,
+        name="retry",
+        models=["small_cnn"],
+        methods={"sgd": {}},
+        train={"epochs": 6},
+        search={"sampler": "random", "trials": 1, "concurrency": 1},
     )
     results = tmp_path / "results"
     sweep = start_sweep(spec, results)

@@ -11,8 +11,6 @@ import random
 import subprocess
 import time
 
-import yaml
-
 from sweeps.trainable import STATE_SAVE_S
 from tests.conftest import (
     SAMAT,
@@ -21,8 +19,8 @@ from tests.conftest import (
     finished_trials,
     resume_sweep,
     stop_leftovers_of,
-    tiny_spec,
     trial_dirs,
+    write_spec,
 )
 
 EPOCHS, TRIALS, KILLS = 3, 12, 5
@@ -39,16 +37,13 @@ def reported(sweep_dir) -> dict[str, list[dict]]:
 
 
 def test_driver_killed_at_random_instants_then_resumed_loses_only_unsaved_work(tmp_path):
-    spec_file, results = tmp_path / "kills.yaml", tmp_path / "results"
-    spec_file.write_text(
-        yaml.safe_dump(
-            tiny_spec(
-                name="kills",
-                models=["small_cnn"],
-                train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
-                search={"sampler": "random", "seed": 4, "trials": TRIALS, "concurrency": 2},
-            )
-        )
+    results = tmp_path / "results"
+    spec_file = write_spec(
+        tmp_path,
+        name="kills",
+        models=["small_cnn"],
+        train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
+        search={"sampler": "random", "seed": 4, "trials": TRIALS, "concurrency": 2},
     )
     sweep_dir, rng, kills = results / "kills", random.Random(SEED), []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import SAMAT, assert_stores_agree, finished_trials, resume_sweep, tiny_spec
+from tests.conftest import SAMAT, assert_stores_agree, finished_trials, resume_sweep, write_spec
 
 EPOCHS, TRIALS = 3, 8
 
@@ -35,6 +34,18 @@ def small_disk(tmp_path):
     yield results
     while subprocess.run(["umount", str(results)], capture_output=True).returncode == 0:
         pass
+
+
+def fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte with a file of zeros; returns the file."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 2**20)
+        except OSError:
+            pass
+    return filler
 
 
 def written(folder: Path) -> dict[Path, int]:
@@ -66,27 +77,15 @@ def sweep_until_fault(command: list[str], sweep_dir: Path, finished: int, fault)
 
 
 def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
-    spec_file = tmp_path / "disk.yaml"
-    spec_file.write_text(
-        yaml.safe_dump(
-            tiny_spec(
-                name="disk",
-                models=["mlp"],
-                train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
-                search={"sampler": "random", "seed": 1, "trials": TRIALS, "concurrency": 2},
-            )
-        )
+    spec_file = write_spec(
+        tmp_path,
+        name="disk",
+        models=["mlp"],
+        train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
+        search={"sampler": "random", "seed": 1, "trials": TRIALS, "concurrency": 2},
     )
     sweep_dir, filler = small_disk / "disk", small_disk / "filler"
     command = [SAMAT, "sweep", str(spec_file), "--results", str(small_disk)]
-
-    def fill():
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 2**20)
-            except OSError:
-                pass
 
     def read_only():  # a read-only view of the folder over it: every new open for writing fails with EROFS
         mount("--bind", str(small_disk), str(small_disk))
@@ -96,12 +95,12 @@ def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
             time.sleep(0.02)
         raise AssertionError("could not make the folder read-only")
 
-    for fault, finished, says in ((fill, 2, "is full"), (read_only, 5, "is read-only")):
+    for fault, finished, says in ((lambda: fill(small_disk), 2, "is full"), (read_only, 5, "is read-only")):
         output, before = sweep_until_fault(command, sweep_dir, finished, fault)
         lines = [line for line in output.splitlines() if "samat sweep:" in line]
         assert lines and f"the results folder {small_disk} {says}" in lines[-1], output[-3000:]
         assert "Traceback" not in output, output[-3000:]
-        if fault is fill:
+        if fault is not read_only:
             filler.unlink()
         else:
             subprocess.run(["umount", str(small_disk)], check=True)  # the read-only view goes, the disk is writable
@@ -118,14 +117,8 @@ def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
 
 
 def test_a_sweep_refuses_a_full_results_folder(small_disk, tmp_path):
-    with open(small_disk / "filler", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 2**20)
-        except OSError:
-            pass
-    spec_file = tmp_path / "full.yaml"
-    spec_file.write_text(yaml.safe_dump(tiny_spec(name="full")))
+    fill(small_disk)
+    spec_file = write_spec(tmp_path, name="full")
     refused = subprocess.run(
         [SAMAT, "sweep", str(spec_file), "--results", str(small_disk)], capture_output=True, text=True, timeout=120
     )
