@@ -1,6 +1,7 @@
 """What a real short sweep leaves in MLflow, read back through the client, the CLI and a real MLflow server."""
 
 import json
+import random
 import re
 import signal
 import socket
@@ -13,6 +14,8 @@ from mlflow import MlflowClient
 
 from analysis.export import read_table
 from analysis.pareto import pareto_ranks
+from analysis.tracking import PARETO_RANK, SweepStore
+from analysis.trials import rank_rows
 from analysis.ui import port_free
 from sweeps.cli import main
 from tests.conftest import SAMAT
@@ -78,8 +81,6 @@ def test_export_files_hold_exactly_the_front(tiny_sweep, tmp_path, capsys):
         rows = read_table(every)
         assert len(rows) == 3 and {r["trial_id"] for r in rows if r["pareto_front"] in (True, "true")} == front_ids
     # a closed sweep exports the table its close kept: the same rows a full read of its trials gives now
-    from analysis.tracking import SweepStore
-
     assert frontier("export", "tiny", "-o", str(tmp_path / "all.parquet"), "--tracking-uri", uri) == 0
     assert read_table(tmp_path / "all.parquet") == SweepStore(uri).load_sweep("tiny").table()
 
@@ -203,11 +204,6 @@ def add_trial(store, parent, trial_id, clean, robust, outcome="FINISHED", stoppe
 def test_front_and_summary_read_alone_match_a_full_read(tmp_path):
     """While a sweep runs, re-ranks write only front membership and the summary; `frontier show` reads those
     alone. Both must equal what a full read of every trial ranks, before and after the close writes every rank."""
-    import random
-
-    from analysis.tracking import PARETO_RANK, SweepStore
-    from analysis.trials import rank_rows
-
     store = SweepStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
     directions = {"clean_acc": "max", "robust_acc/pgd_linf_0.1": "max"}
     parent = store.open_sweep("reads", {"name": "reads"}, directions, [0.0, 0.0], str(tmp_path))
