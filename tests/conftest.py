@@ -13,10 +13,8 @@ from trainables.config import TrainConfig
 from trainables.data import load_digits_data
 from trainables.run import Run, fit
 
-# Test modules that start Ray (sweeps, clusters, schedulers, killed drivers, stopped tracking servers) or share
-# the `tiny_sweep` fixture: one xdist worker runs them all, one after another, so the session fixture runs once
-# and no two Ray clusters compete for the 2 cores; the torch-only tests run on the other worker, a module at a time
-# (so each module's fixtures run once).
+# Test modules that start Ray (sweeps, clusters, schedulers, killed drivers, stopped tracking servers): the
+# torch-only modules beside them use one torch thread (below).
 RAY_MODULES = {
     "test_sweep",
     "test_records",
@@ -30,20 +28,54 @@ RAY_MODULES = {
     "test_random_kills",
     "test_storage_faults",
 }
+# The modules that read the session's `tiny_sweep`: one unit of work for xdist, so it runs once.
+TINY_SWEEP_MODULES = {"test_sweep", "test_records", "test_structure"}
+# Every module by the time it took in the suite, longest first: xdist's two workers take units of work in this
+# order, so the last to start is a short one (a module not listed goes last).
+SLOWEST_FIRST = [
+    "test_tracking_outage",
+    "test_sweep",
+    "test_records",
+    "test_structure",
+    "test_random_kills",
+    "test_trusted_fronts",
+    "test_faults",
+    "test_storage_faults",
+    "test_evaluate",
+    "test_moasha_sweep",
+    "test_certify",
+    "test_cluster",
+    "test_run",
+    "test_cli_train",
+    "test_moasha",
+]
+
+
+def module_of(nodeid: str) -> str:
+    return Path(nodeid.split("::")[0]).stem
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(module_of(item.nodeid), len(rank)))  # stable: a module keeps its order
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's module-at-a-time scheduling, with every Ray module in one unit of work. (Not xdist_group marks:
-    xdist 3.8 groups by rewriting node ids, which pytest 9.2 no longer reads, so every mark was ignored.)"""
+    """xdist's module-at-a-time scheduling (a module's fixtures run once), in the order above, with the
+    `tiny_sweep` modules as one unit. (Not xdist_group marks: xdist 3.8 groups by rewriting node ids, which pytest
+    9.2 no longer reads, so the marks this suite had were ignored and fixtures ran once per worker.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class RayModulesTogether(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::")[0]
-            return "ray" if Path(module).stem in RAY_MODULES else module
+    config.option.loadscopereorder = False  # keep the collection's order, not xdist's count of tests
 
-    return RayModulesTogether(config, log)
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = module_of(nodeid)
+            return "tiny_sweep" if module in TINY_SWEEP_MODULES else module
+
+    return ByModule(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -88,6 +88,10 @@ def cluster_sweep(cluster, tmp_path: Path, spec: dict) -> tuple[list, Path, Path
         "SAMAT_RESULTS": str(shared),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        # and without Ray's uv hook (on for a cluster, and the tests run under `uv run`): it would build each node
+        # a fresh environment from the lock, compiling its 19,000 modules (60 of this test's 125 CPU-s): Ray's own
+        # machinery, which this test of samat's fault handling need not pay for
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
         "PYTHONUNBUFFERED": "1",
     }
     return [SAMAT, "sweep", str(spec_file)], env, shared  # no flags: address, storage, MLflow from the env

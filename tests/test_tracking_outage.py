@@ -58,6 +58,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stop() ends the server and every worker it started
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as `samat frontier ui` runs it
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
