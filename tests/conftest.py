@@ -33,18 +33,18 @@ TINY_SWEEP_MODULES = {"test_sweep", "test_records", "test_structure"}
 # Every module by the time it took in the suite, longest first: xdist's two workers take units of work in this
 # order, so the last to start is a short one (a module not listed goes last).
 SLOWEST_FIRST = [
-    "test_tracking_outage",
+    "test_random_kills",
     "test_sweep",
     "test_records",
     "test_structure",
-    "test_random_kills",
+    "test_tracking_outage",
     "test_trusted_fronts",
-    "test_faults",
     "test_storage_faults",
-    "test_evaluate",
     "test_moasha_sweep",
-    "test_certify",
+    "test_faults",
+    "test_evaluate",
     "test_cluster",
+    "test_certify",
     "test_run",
     "test_cli_train",
     "test_moasha",
