@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def serve_ui(store, sweep: str | None, port: int, console: Console) -> int:
     if store.tracking_uri.startswith(("http://", "https://")):
         console.print(f"the tracking server is the UI; the front of {record.name}:\n  {link}", soft_wrap=True)
         return 0
-    console.print(f"starting the MLflow UI for {store.tracking_uri} on 127.0.0.1:{port} (10-60 s)...")
+    console.print(f"starting the MLflow UI for {store.tracking_uri} on 127.0.0.1:{port} (10-30 s)...")
     try:
         server = start_ui(store.tracking_uri, artifact_root(store.tracking_uri), port)
     except RuntimeError as e:
@@ -197,12 +198,20 @@ def serve_ui(store, sweep: str | None, port: int, console: Console) -> int:
         f"{runs_page(ui_base(store.tracking_uri, port), record.experiment_id, '')}\nCtrl-C stops the UI.",
         soft_wrap=True,
     )
+    # a closed terminal (SIGHUP) or `kill` (SIGTERM) stops the UI as Ctrl-C does: it runs in a session of its own
+    # and would otherwise outlive this command, holding the port
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, interrupt)
     try:
         return server.wait()
     except KeyboardInterrupt:
         return INTERRUPTED
     finally:
         stop_ui(server)
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def print_sweeps(uri: str, sweeps: list[dict], console) -> None:
