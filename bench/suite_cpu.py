@@ -27,6 +27,9 @@ KINDS = (
     ("samat sweep", "samat sweep drivers"),
     ("samat frontier", "samat frontier commands"),
     ("pytest", "pytest and its workers (torch-only tests, in-process sweeps)"),
+    # xdist's workers: execnet starts them as `python -c "import sys;exec(eval(sys.stdin.readline()))"`
+    ("exec(eval(sys.stdin.readline()))", "pytest and its workers (torch-only tests, in-process sweeps)"),
+    ("pip_compileall.py", "uv compiling the environment to bytecode"),
     ("mlflow", "MLflow servers and UI"),
     ("uvicorn", "MLflow servers and UI"),
     ("huey", "MLflow servers and UI"),

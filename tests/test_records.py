@@ -141,9 +141,11 @@ def api(base: str, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def test_frontier_ui_serves_the_sweep_and_links_to_its_front(tiny_sweep, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
+def test_frontier_ui_serves_the_sweep_and_links_to_its_front(tiny_sweep, tmp_path, stop):
     """`samat frontier ui` starts a real MLflow server on loopback, prints the link to the front's runs page (in
-    the training-runs view, not the GenAI one), answers the REST API, and Ctrl-C stops it and all it started."""
+    the training-runs view, not the GenAI one), answers the REST API, and Ctrl-C stops it and all it started; so
+    does a closed terminal (SIGHUP)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     ui = subprocess.Popen(
@@ -183,7 +185,7 @@ def test_frontier_ui_serves_the_sweep_and_links_to_its_front(tiny_sweep, tmp_pat
             {"experiment_ids": [experiment["experiment_id"]], "filter": 'tags.pareto_front = "true"'},
         )["runs"]
         assert len(front) == len(on_front)
-        ui.send_signal(signal.SIGINT)
+        ui.send_signal(stop)
         assert ui.wait(timeout=30) == 130
         assert port_free(port)  # the server and its workers are gone
     finally:
