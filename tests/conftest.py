@@ -55,7 +55,6 @@ def module_of(nodeid: str) -> str:
     return Path(nodeid.split("::")[0]).stem
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(module_of(item.nodeid), len(rank)))  # stable: a module keeps its order
