@@ -139,8 +139,9 @@ class SweepStore:
         """Every run of the sweep that records a Ray trial (the search's and reseeds), by trial id; were a trial
         ever recorded twice, its newest run (child_runs reads newest first)."""
         runs: dict[str, str] = {}
+        experiment_id = self.experiment_of(parent_run_id)
         for role in ("trial", "reseed"):
-            for run in self.child_runs(self.experiment_of(parent_run_id), role=role):
+            for run in self.child_runs(experiment_id, role=role):
                 runs.setdefault(run.data.tags[TRIAL_ID], run.info.run_id)
         return runs
 

@@ -18,6 +18,9 @@ import urllib.request
 
 FRONT_FILTER = 'tags.pareto_front = "true"'
 DEFAULT_PORT = 5000
+# MLflow's server jobs (GenAI evaluation and prompt optimisation; samat uses none) start 8 worker processes, each
+# importing MLflow: 35 CPU-s on 2 cores, and the UI answered 3-4 s later for them
+NO_JOB_WORKERS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def ui_base(tracking_uri: str, port: int = DEFAULT_PORT) -> str:
@@ -58,12 +61,16 @@ def start_ui(
     ]
     if artifacts_uri:
         command += ["--default-artifact-root", artifacts_uri]
-    # MLflow's server jobs (GenAI evaluation and prompt optimisation; samat uses none) start 8 worker processes,
-    # each importing MLflow: 35 CPU-s on 2 cores, and the UI answered 3-4 s later for it
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server; not a pipe: a chatty server must never block on a full one
     # its own process group: `mlflow ui` starts uvicorn and its workers, and stop_ui ends them all
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+    server = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **NO_JOB_WORKERS},
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -101,8 +101,9 @@ def main() -> int:
     by_kind, count = Counter(), Counter()
     for used, line in seen.values():
         if used:
-            by_kind[kind(line)] += used / TICK
-            count[kind(line)] += 1
+            name = kind(line)
+            by_kind[name] += used / TICK
+            count[name] += 1
     for name, seconds in by_kind.most_common(12):
         print(f"{seconds:8.1f} CPU-s  {count[name]:4d} processes  {name}")
     for used, line in sorted(seen.values(), reverse=True)[: args.top]:

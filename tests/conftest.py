@@ -79,9 +79,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.fixture(autouse=True)
 def one_torch_thread_beside_ray(request):
-    """The torch-only tests run beside the Ray worker's sweeps on 2 cores: with one torch thread each, neither
+    """The torch-only tests run beside the other worker's sweeps on 2 cores: with one torch thread each, neither
     starves the other's trials (torch takes every core by default)."""
-    if request.module.__name__.rpartition(".")[2] in RAY_MODULES:
+    if module_of(request.node.nodeid) in RAY_MODULES:
         yield
         return
     import torch
@@ -136,6 +136,16 @@ def tiny_spec(**changes) -> dict:
     }
     spec.update(changes)
     return spec
+
+
+def random_sweep(name: str, model: str, epochs: int, trials: int, seed: int, concurrency: int = 2) -> dict:
+    """`tiny_spec`'s changes for the fault tests' sweeps: `trials` random draws of one model, `epochs` each."""
+    return {
+        "name": name,
+        "models": [model],
+        "train": {"epochs": epochs, "lr": {"low": 0.02, "high": 0.1}},
+        "search": {"sampler": "random", "seed": seed, "trials": trials, "concurrency": concurrency},
+    }
 
 
 def write_spec(folder: Path, **changes) -> Path:

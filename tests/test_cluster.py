@@ -19,7 +19,7 @@ import yaml
 from mlflow import MlflowClient
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tests.conftest import last_result, tiny_spec, trial_dirs
+from tests.conftest import last_result, random_sweep, trial_dirs, write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMAT = shutil.which("samat", path=str(Path(sys.executable).parent))
@@ -75,22 +75,23 @@ def two_node_cluster():
     assert not cluster.list_all_nodes()
 
 
-def cluster_sweep(cluster, tmp_path: Path, spec: dict) -> tuple[list, Path, Path]:
-    """`samat sweep` joining `cluster` by address from the environment, as a process: (its argv, env, storage)."""
-    spec_file = tmp_path / f"{spec['name']}.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
-    shared = tmp_path / "shared"  # the storage both nodes write checkpoints to
+def cluster_sweep(cluster, spec_file: Path) -> tuple[list, dict, Path]:
+    """`samat sweep SPEC` joining `cluster` by address from the environment, as a process, with its storage and
+    MLflow store beside the spec file: (its argv, env, storage)."""
+    folder = spec_file.parent
+    shared = folder / "shared"  # the storage both nodes write checkpoints to
     # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps the driver on loopback like the nodes: on Linux Ray would
     # otherwise rewrite 127.0.0.1 to this machine's network address, and tests stay on loopback
     env = {
         **os.environ,
         "RAY_ADDRESS": cluster.address,
         "SAMAT_RESULTS": str(shared),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        # and without Ray's uv hook (on for a cluster, and the tests run under `uv run`): it would build each node
-        # a fresh environment from the lock, compiling its 19,000 modules (60 of this test's 125 CPU-s): Ray's own
-        # machinery, which this test of samat's fault handling need not pay for
+        # and without Ray's uv hook (on for a cluster, and the tests run under `uv run`): it would build the job a
+        # fresh environment from the lock (one here: both nodes share this machine's session folder), compiling its
+        # 19,221 modules, 57 of this test's 125 CPU-s: Ray's own machinery, which a test of samat's node loss
+        # need not pay for
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
         "PYTHONUNBUFFERED": "1",
     }
@@ -104,13 +105,8 @@ def test_a_sweep_across_two_nodes_survives_losing_one_mid_trial(tmp_path):
     recorded once."""
     epochs = 5
     with two_node_cluster() as (cluster, worker):
-        spec = tiny_spec(
-            name="nodeloss",
-            models=["small_cnn"],
-            train={"epochs": epochs, "lr": {"low": 0.02, "high": 0.1}},
-            search={"sampler": "random", "seed": 2, "trials": 3, "concurrency": 2},
-        )
-        command, env, shared = cluster_sweep(cluster, tmp_path, spec)
+        spec_file = write_spec(tmp_path, **random_sweep("nodeloss", "small_cnn", epochs, 3, seed=2))
+        command, env, shared = cluster_sweep(cluster, spec_file)
         sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lost, deadline = None, time.monotonic() + 300
         while lost is None and time.monotonic() < deadline:  # the worker's trial has a checkpoint, and more to do

@@ -17,6 +17,7 @@ from tests.conftest import (
     assert_stores_agree,
     epochs_of,
     finished_trials,
+    random_sweep,
     resume_sweep,
     stop_leftovers_of,
     trial_dirs,
@@ -38,13 +39,7 @@ def reported(sweep_dir) -> dict[str, list[dict]]:
 
 def test_driver_killed_at_random_instants_then_resumed_loses_only_unsaved_work(tmp_path):
     results = tmp_path / "results"
-    spec_file = write_spec(
-        tmp_path,
-        name="kills",
-        models=["small_cnn"],
-        train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
-        search={"sampler": "random", "seed": 4, "trials": TRIALS, "concurrency": 2},
-    )
+    spec_file = write_spec(tmp_path, **random_sweep("kills", "small_cnn", EPOCHS, TRIALS, seed=4))
     sweep_dir, rng, kills = results / "kills", random.Random(SEED), []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [SAMAT, "sweep", str(spec_file), "--results", str(results)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SAMAT, assert_stores_agree, finished_trials, resume_sweep, write_spec
+from tests.conftest import SAMAT, assert_stores_agree, finished_trials, random_sweep, resume_sweep, write_spec
 
 EPOCHS, TRIALS = 3, 8
 
@@ -79,13 +79,7 @@ def sweep_until_fault(command: list[str], sweep_dir: Path, finished: int, fault)
 
 
 def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
-    spec_file = write_spec(
-        tmp_path,
-        name="disk",
-        models=["mlp"],
-        train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
-        search={"sampler": "random", "seed": 1, "trials": TRIALS, "concurrency": 2},
-    )
+    spec_file = write_spec(tmp_path, **random_sweep("disk", "mlp", EPOCHS, TRIALS, seed=1))
     sweep_dir, filler = small_disk / "disk", small_disk / "filler"
     command = [SAMAT, "sweep", str(spec_file), "--results", str(small_disk)]
 

@@ -14,7 +14,7 @@ from analysis.tracking import SweepStore
 from sweeps.cli import main
 from sweeps.run import run_sweep
 from sweeps.spec import validate_spec
-from tests.conftest import epochs_of, finished_trials, resume_sweep, start_sweep, tiny_spec, write_spec
+from tests.conftest import epochs_of, finished_trials, random_sweep, resume_sweep, start_sweep, tiny_spec, write_spec
 
 
 def test_three_trial_sweep_end_to_end(tiny_sweep):
@@ -48,13 +48,7 @@ def test_a_second_sweep_of_the_same_spec_never_overwrites_the_first(tmp_path):
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    spec_file = write_spec(
-        tmp_path,
-        name="resumable",
-        models=["small_cnn"],
-        train={"epochs": 4, "lr": {"low": 0.02, "high": 0.1}},
-        search={"sampler": "random", "seed": 0, "trials": 5, "concurrency": 1},
-    )
+    spec_file = write_spec(tmp_path, **random_sweep("resumable", "small_cnn", 4, 5, seed=0, concurrency=1))
     results = tmp_path / "results"
     storage = f"sqlite:///{results / 'resumable' / 'optuna.db'}"
     sweep = start_sweep(spec_file, results)

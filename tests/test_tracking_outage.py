@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from analysis.outbox import PENDING_FILE
 from analysis.tracking import SweepStore
-from tests.conftest import SAMAT, last_result, tiny_spec, trial_dirs
+from analysis.ui import NO_JOB_WORKERS
+from tests.conftest import SAMAT, last_result, random_sweep, trial_dirs, write_spec
 
 EPOCHS = 3
 TRIALS = 8
@@ -58,7 +58,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stop() ends the server and every worker it started
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # as `samat frontier ui` runs it
+            env={**os.environ, **NO_JOB_WORKERS},  # as `samat frontier ui` runs it
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -100,14 +100,8 @@ def sweep_with_outage(tmp_path: Path, server: Server, name: str, outage: str):
     """Run an 8-trial sweep against `server` and take the server away as the first trial finishes: `hang`
     freezes it (it accepts connections and answers nothing) until the third trial finished; `gone` stops it for
     good. Returns (exit code, output, results folder)."""
-    spec = tiny_spec(
-        name=name,
-        models=["small_cnn"],
-        train={"epochs": EPOCHS, "lr": {"low": 0.02, "high": 0.1}},
-        search={"sampler": "random", "seed": 5, "trials": TRIALS, "concurrency": 2},
-    )
-    spec_file, results = tmp_path / f"{name}.yaml", tmp_path / "results"
-    spec_file.write_text(yaml.safe_dump(spec))
+    spec_file = write_spec(tmp_path, **random_sweep(name, "small_cnn", EPOCHS, TRIALS, seed=5))
+    results = tmp_path / "results"
     sweep = subprocess.Popen(
         [SAMAT, "sweep", str(spec_file), "--results", str(results), "--tracking-uri", server.uri],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
