@@ -28,25 +28,28 @@ RAY_MODULES = {
     "test_random_kills",
     "test_storage_faults",
 }
-# The modules that read the session's `tiny_sweep`: one unit of work for xdist, so it runs once.
-TINY_SWEEP_MODULES = {"test_sweep", "test_records", "test_structure"}
-# Every module by the time it took in the suite, longest first: xdist's two workers take units of work in this
-# order, so the last to start is a short one (a module not listed goes last).
+# Modules that share a costly session fixture, each group one unit of work for xdist, so the fixture runs once.
+SHARED_FIXTURE = {
+    **dict.fromkeys(("test_sweep", "test_records", "test_structure"), "tiny_sweep"),
+    **dict.fromkeys(("test_evaluate", "test_certify"), "adversarially_trained_digits"),
+}
+# Every module by the time its unit of work took in the suite, longest first: xdist's two workers take units of
+# work in this order, so the last to start is a short one (a module not listed goes last).
 SLOWEST_FIRST = [
     "test_random_kills",
     "test_sweep",
     "test_records",
     "test_structure",
     "test_tracking_outage",
-    "test_trusted_fronts",
+    "test_evaluate",
+    "test_certify",
     "test_storage_faults",
     "test_moasha_sweep",
+    "test_trusted_fronts",
     "test_faults",
-    "test_evaluate",
     "test_cluster",
-    "test_certify",
-    "test_run",
     "test_cli_train",
+    "test_run",
     "test_moasha",
 ]
 
@@ -62,9 +65,9 @@ def pytest_collection_modifyitems(items):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's module-at-a-time scheduling (a module's fixtures run once), in the order above, with the
-    `tiny_sweep` modules as one unit. (Not xdist_group marks: xdist 3.8 groups by rewriting node ids, which pytest
-    9.2 no longer reads, so the marks this suite had were ignored and fixtures ran once per worker.)"""
+    """xdist's module-at-a-time scheduling (a module's fixtures run once), in the order above, with the modules of
+    a shared fixture as one unit. (Not xdist_group marks: xdist 3.8 groups by rewriting node ids, which pytest 9.2
+    no longer reads, so the marks this suite had were ignored and fixtures ran once per worker.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     config.option.loadscopereorder = False  # keep the collection's order, not xdist's count of tests
@@ -72,7 +75,7 @@ def pytest_xdist_make_scheduler(config, log):
     class ByModule(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = module_of(nodeid)
-            return "tiny_sweep" if module in TINY_SWEEP_MODULES else module
+            return SHARED_FIXTURE.get(module, module)
 
     return ByModule(config, log)
 
@@ -109,12 +112,23 @@ def trained_digits_model(digits):
     return run.model
 
 
+ROBUST_DIGITS = dict(epochs=10, eps=0.1, attack_steps=5, eval_attacks=("pgd_linf_0.1",))
+
+
 @pytest.fixture(scope="session")
-def robust_digits_metrics(digits):
+def adversarially_trained_digits(digits):
+    """small_cnn adversarially trained on digits (PGD-5 at ε = 0.1, 10 epochs): (fit's metrics, the model in eval
+    mode). test_evaluate compares it with SGD and test_certify attacks it: one unit of work, so it trains once."""
+    trained = {}
+    config = TrainConfig(method="at", **ROBUST_DIGITS)
+    metrics = fit(config, on_epoch=lambda _, run: trained.update(run=run), data=digits)
+    return metrics, trained["run"].model.eval()
+
+
+@pytest.fixture(scope="session")
+def robust_digits_metrics(digits, adversarially_trained_digits):
     """sgd and at trained alike, evaluated with the same PGD attack: {method: metrics}."""
-    attack = "pgd_linf_0.1"
-    common = dict(epochs=10, eps=0.1, attack_steps=5, eval_attacks=(attack,))
-    return {m: fit(TrainConfig(method=m, **common), data=digits) for m in ("sgd", "at")}
+    return {"sgd": fit(TrainConfig(method="sgd", **ROBUST_DIGITS), data=digits), "at": adversarially_trained_digits[0]}
 
 
 def tiny_spec(**changes) -> dict:

@@ -6,9 +6,7 @@ import torch
 import torch.nn as nn
 
 from trainables.certify import sanity_checks
-from trainables.config import TrainConfig
 from trainables.evaluate import build_attack, clean_accuracy, robust_accuracy
-from trainables.run import Run
 from trainables.vocabulary import parse_attack
 
 EPS = 0.1
@@ -16,12 +14,9 @@ N = 30  # AutoAttack (its Square: 5000 queries) costs about a second per robust 
 
 
 @pytest.fixture(scope="module")
-def at_model(digits):
+def at_model(adversarially_trained_digits):
     """small_cnn adversarially trained on digits at ε = 0.1 (PGD-5): robust enough for the accuracies to differ."""
-    run = Run(TrainConfig(method="at", eps=EPS, attack_steps=5, epochs=8, eval_attacks=()), digits)
-    while run.epoch < run.config.epochs:
-        run.train_epoch()
-    return run.model.eval()
+    return adversarially_trained_digits[1]
 
 
 @pytest.mark.parametrize("classes, targets", [(10, 9), (100, 9), (5, 4)])

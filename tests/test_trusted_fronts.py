@@ -15,9 +15,18 @@ from tests.conftest import tiny_spec
 
 @pytest.fixture(scope="module")
 def certified_sweep(tmp_path_factory):
+    """The certified sweep, in a Ray this module starts as `samat` does and keeps: the sweep, `certify` and
+    `reseed` then find it running and leave it up, so their Ray tasks reuse the workers that already imported
+    torch (each fresh Ray and worker costs seconds of CPU)."""
+    import ray
+
+    from sweeps.ray_start import start_ray
+
+    start_ray(None, num_cpus=2)
     results = tmp_path_factory.mktemp("results")
     spec = tiny_spec(name="trusted", final="certify", eval_n=24, models=["small_cnn"])
-    return run_sweep(validate_spec(spec), results, num_cpus=2)
+    yield run_sweep(validate_spec(spec), results, num_cpus=2)
+    ray.shutdown()
 
 
 def test_final_certify_records_verdicts_and_the_certified_front(certified_sweep):
