@@ -5,9 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+import ray
 from mlflow import MlflowClient
 
 from sweeps.cli import main
+from sweeps.ray_start import start_ray
 from sweeps.run import run_sweep
 from sweeps.spec import validate_spec
 from tests.conftest import tiny_spec
@@ -18,15 +20,12 @@ def certified_sweep(tmp_path_factory):
     """The certified sweep, in a Ray this module starts as `samat` does and keeps: the sweep, `certify` and
     `reseed` then find it running and leave it up, so their Ray tasks reuse the workers that already imported
     torch (each fresh Ray and worker costs seconds of CPU)."""
-    import ray
-
-    from sweeps.ray_start import start_ray
-
     start_ray(None, num_cpus=2)
-    results = tmp_path_factory.mktemp("results")
-    spec = tiny_spec(name="trusted", final="certify", eval_n=24, models=["small_cnn"])
-    yield run_sweep(validate_spec(spec), results, num_cpus=2)
-    ray.shutdown()
+    try:
+        spec = tiny_spec(name="trusted", final="certify", eval_n=24, models=["small_cnn"])
+        yield run_sweep(validate_spec(spec), tmp_path_factory.mktemp("results"))
+    finally:
+        ray.shutdown()
 
 
 def test_final_certify_records_verdicts_and_the_certified_front(certified_sweep):
