@@ -179,12 +179,6 @@ class SweepSpec(BaseModel):
         description="validation share of the training images (default per data set: digits 0.2, "
         "others 0.1; 0: none, and selection then uses the test images)",
     )
-    val_split: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="validation share of the training images (default per data set: digits 0.2, others 0.1; 0: none)",
-    )
     objectives: list[Objective] = Field(default_factory=list)
     search: Search = Search()
     resources: Resources = Resources()

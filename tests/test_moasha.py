@@ -17,6 +17,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from analysis.pareto import pareto_ranks
 from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint, continues_at_rung, pareto_order
+from sweeps.ray_start import start_ray
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -296,9 +297,7 @@ class InterruptAfter(tune.Callback):
 
 @pytest.fixture
 def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    started = start_ray(None, num_cpus=2)  # samat's local Ray: no idle workers started for tasks that never come
     yield
     if started:
         ray.shutdown()
