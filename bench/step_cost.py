@@ -5,7 +5,8 @@
     python bench/step_cost.py --model preact_resnet18 --batch-size 512 --device cuda --precision bf16 \
         --channels-last --compile                           # GPU images/s (torch only: runs on a bare image)
 
-Goals: SAM / SGD <= 2.1 (two forward+backward passes is the floor of 2.0); PGD-k AT / SGD <= 1.05 (k + 1).
+Goals: SAM / SGD <= 2.1 (two forward+backward passes is the floor of 2.0); PGD-k AT / SGD <= 1.05 (k + 1);
+on a GPU 2.05 and 1.045 (k + 1), which is 11.5 for PGD-10.
 Steps are timed interleaved (sgd, sam, at, sgd, ...) so drift of the machine hits every method alike; the
 median of the repeats is reported. Torch only: runs wherever torch does (no Ray, no data download)."""
 
@@ -81,7 +82,8 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
 
     k = args.attack_steps
-    goals = {"sgd": None, "sam": 2.1, f"at (PGD-{k})": 1.05 * (k + 1)}
+    on_gpu = device.type == "cuda"  # the performance issue's GPU goals: SAM / SGD <= 2.05, PGD-10 AT / SGD <= 11.5
+    goals = {"sgd": None, "sam": 2.05 if on_gpu else 2.1, f"at (PGD-{k})": (1.045 if on_gpu else 1.05) * (k + 1)}
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     options = (
         ", ".join(
