@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import queue
 import time
 
 import torch
+from step_cost import synthetic_training  # bench/ is the script's folder, so first on the import path
 
-from trainables.models import build_model
 from trainables.step import make_step
 
 
@@ -27,14 +28,8 @@ def train_for(args: argparse.Namespace, barrier, results) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    net = build_model(args.model, channels=3, num_classes=10, image_size=32, mean=(0.5,) * 3, std=(0.25,) * 3).to(
-        device, memory_format=memory_format
-    )
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    net, optimizer, x, y = synthetic_training(args.model, args.batch_size, device, args.channels_last)
     step = make_step("sgd", forward_dtype=torch.bfloat16 if args.precision == "bf16" else None)
-    x = torch.rand(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
     net.train()
 
     def sync() -> None:
@@ -62,11 +57,18 @@ def packed_throughput(args: argparse.Namespace, processes: int) -> list[float]:
     workers = [context.Process(target=train_for, args=(args, barrier, results)) for _ in range(processes)]
     for worker in workers:
         worker.start()
-    rates = [results.get(timeout=args.seconds + 600) for _ in workers]
+    rates = []
+    while len(rates) < processes:
+        try:
+            rates.append(results.get(timeout=1))
+        except queue.Empty:
+            failed = [worker.exitcode for worker in workers if worker.exitcode]
+            if failed:  # the others would wait at the barrier for it forever
+                for worker in workers:
+                    worker.terminate()
+                raise SystemExit(f"a packed process exited with {failed[0]}") from None
     for worker in workers:
         worker.join()
-        if worker.exitcode:
-            raise SystemExit(f"a packed process exited with {worker.exitcode}")
     return rates
 
 
@@ -86,8 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is None and args.device == "cpu":
         args.threads = 1
-    if any(n < 1 for n in args.processes):
-        parser.error(f"--processes: every count must be at least 1, got {args.processes}")
+    if args.processes[0] != 1 or any(n < 1 for n in args.processes):
+        parser.error(f"--processes: 1 first (the ratios' reference), then counts of at least 1; got {args.processes}")
 
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {args.threads} thread(s) each"
     print(
@@ -96,13 +98,11 @@ def main() -> None:
         f"{args.seconds:g} s per row"
     )
     print(f"{'processes':>9}{'img/s (sum)':>13}{'per process':>13}{'x one':>7}")
-    single = None
+    single = None  # the first row, one process: the ratios are to it
     for processes in args.processes:
-        rates = packed_throughput(args, processes)
-        total = sum(rates)
-        single = single or (total if processes == 1 else None)
-        ratio = f"{total / single:.2f}" if single else "-"
-        print(f"{processes:>9}{total:>13.0f}{total / processes:>13.0f}{ratio:>7}", flush=True)
+        total = sum(packed_throughput(args, processes))
+        single = single or total
+        print(f"{processes:>9}{total:>13.0f}{total / processes:>13.0f}{total / single:>7.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,25 @@ from trainables.models import build_model
 from trainables.step import make_step
 
 
+def synthetic_training(
+    model: str, batch_size: int, device: torch.device, channels_last: bool, image_size: int = 32, channels: int = 3
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    """A fresh `model` for 10 classes, its SGD optimiser, and one random batch (x, y) of that shape on `device`."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    net = build_model(
+        model,
+        channels=channels,
+        num_classes=10,
+        image_size=image_size,
+        mean=(0.5,) * channels,
+        std=(0.25,) * channels,
+    ).to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(batch_size, channels, image_size, image_size, device=device).contiguous(memory_format=memory_format)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    return net, optimizer, x, y
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="small_cnn")
@@ -39,20 +58,10 @@ def main() -> None:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    net = build_model(
-        args.model,
-        channels=args.channels,
-        num_classes=10,
-        image_size=args.image_size,
-        mean=(0.5,) * args.channels,
-        std=(0.25,) * args.channels,
-    ).to(device, memory_format=memory_format)
+    net, optimizer, x, y = synthetic_training(
+        args.model, args.batch_size, device, args.channels_last, args.image_size, args.channels
+    )
     model = torch.compile(net) if args.compile else net
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device)
-    x = x.contiguous(memory_format=memory_format)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     steps = {
         "sgd": make_step("sgd", forward_dtype=dtype),
