@@ -202,19 +202,24 @@ class SweepStore:
         tag, `pareto_rank` metric) and, with `every_rank`, also those whose rank below the front changed (a new
         front point can move hundreds down a rank: while a sweep runs, only membership is kept current); the
         sweep's summary on the parent; the hypervolume with step = number of finished trials. Each row's
-        `pareto_rank` metric is the one MLflow holds."""
+        `pareto_rank` metric and `front_tag` are what MLflow holds. The two are checked apart: MLflow commits a
+        batch's metrics and tags one after the other, so a driver killed between the two leaves the new rank
+        beside the old tag."""
         for row in record.rows:
             stored, new = row.metrics.get(PARETO_RANK), row.rank or 0  # 0: not ranked
-            if stored == new or (row.rank is None and stored != 1):  # unchanged, or never on the front
-                continue
-            if not every_rank and (stored == 1) == (new == 1):
+            on_front = new == 1
+            if row.front_tag == on_front and (
+                stored == new
+                or (row.rank is None and stored != 1)  # never on the front
+                or (not every_rank and (stored == 1) == on_front)
+            ):
                 continue
             self.client.log_batch(
                 row.run_id,
                 metrics=[Metric(PARETO_RANK, new, self.stamp(), 0)],
-                tags=[RunTag(PARETO_FRONT, "true" if new == 1 else "false")],
+                tags=[RunTag(PARETO_FRONT, "true" if on_front else "false")],
             )
-            row.metrics[PARETO_RANK] = new
+            row.metrics[PARETO_RANK], row.front_tag = new, on_front
         summary = record.summary()
         text = json.dumps(dataclasses.asdict(summary))
         if text != self._summaries.get(record.parent_run_id):
@@ -401,6 +406,7 @@ class SweepStore:
             metrics=metrics,
             error=tags.get("error"),
             stopped_at=int(tags[STOPPED_AT]) if stopped and tags.get(STOPPED_AT) else None,
+            front_tag=tags.get(PARETO_FRONT) == "true",
         )
 
     def child_runs(self, experiment_id: str, where: str = "", role: str = "trial") -> list:

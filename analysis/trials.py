@@ -32,6 +32,7 @@ class TrialRow:
     path: str | None = None  # the trial's Ray folder
     rank: int | None = None  # 1 = on the Pareto front; None = not ranked (failed, stopped, unfinished)
     stopped_at: int | None = None  # the epoch a stopped trial was stopped at (its objectives are that epoch's)
+    front_tag: bool = False  # MLflow's `pareto_front` tag on the trial's run is "true" (rows read from MLflow)
 
     @property
     def method(self) -> str | None:

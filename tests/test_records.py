@@ -11,10 +11,11 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
 
 from analysis.export import read_table
 from analysis.pareto import pareto_ranks
-from analysis.tracking import PARETO_RANK, SweepStore
+from analysis.tracking import PARETO_FRONT, PARETO_RANK, SweepStore
 from analysis.trials import rank_rows
 from analysis.ui import port_free
 from sweeps.cli import main
@@ -248,3 +249,30 @@ def test_front_and_summary_read_alone_match_a_full_read(tmp_path):
     again = store.load_sweep("reads")
     assert all(r.metrics.get(PARETO_RANK) == r.rank for r in again.rows if r.rank)
     assert {r.trial_id for r in store.load_front("reads")[0].front} == {r.trial_id for r in full.front}
+
+
+def test_a_rank_committed_without_its_tag_is_mended_by_the_next_rerank(tmp_path):
+    """MLflow commits a batch's metrics, then its tags: a driver killed between the two leaves a trial's new
+    `pareto_rank` beside its old `pareto_front` tag. The resumed driver's first re-rank must mend the tags (the
+    UI's front filter and `frontier show` read them), though every rank it computes is already stored."""
+    store = SweepStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    directions = {"clean_acc": "max", "robust_acc/pgd_linf_0.1": "max"}
+    parent = store.open_sweep("mend", {"name": "mend"}, directions, [0.0, 0.0], str(tmp_path))
+    add_trial(store, parent, "left", 0.8, 0.3)
+    add_trial(store, parent, "joined", 0.9, 0.4)
+    runs = store.trial_runs(parent)
+
+    def rank(trial, value, front_tag=None):
+        tags = [] if front_tag is None else [RunTag(PARETO_FRONT, front_tag)]
+        store.client.log_batch(runs[trial], metrics=[Metric(PARETO_RANK, value, store.stamp(), 0)], tags=tags)
+
+    rank("left", 1, "true")  # on the front, written whole, before "joined" finished
+    rank("left", 2)  # the killed driver's last re-rank: both ranks committed, neither tag
+    rank("joined", 1)
+
+    store.write_ranks(store.load_sweep("mend"), every_rank=False)  # the resumed driver's first re-rank
+    tags = {
+        r.data.tags["ray_trial_id"]: r.data.tags[PARETO_FRONT] for r in store.child_runs(store.experiment_of(parent))
+    }
+    assert tags == {"joined": "true", "left": "false"}
+    assert [r.trial_id for r in store.load_front("mend")[0].front] == ["joined"]
