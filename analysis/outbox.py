@@ -12,7 +12,9 @@ is recorded once the store answers. Every write can be repeated: a trial's run i
 run twice changes nothing, and an epoch is logged only after the run's history was read for it (once per trial
 and driver, and again after any failure), so an epoch already there is skipped.
 MLflow ends up with every trial and every epoch once, whether a write failed before or after the store
-committed it, and whether Tune replayed a trial's last result on resume."""
+committed it, and whether Tune replayed a trial's last result on resume. MLflow commits a run before its params
+and a batch's metrics before its tags, so a write may also have been taken in part: a trial's run found again
+gets the params it lacks, and an epoch written again its tags."""
 
 from __future__ import annotations
 
@@ -192,6 +194,8 @@ class Outbox:
                     self.parent_run_id, trial_id, op["config"], op["params"], op["tags"]
                 )
                 self.last_epoch[trial_id] = -1  # a run just created holds no epoch
+            elif not self.store.client.get_run(runs[trial_id]).data.params:  # found again (a resume, a retry),
+                self.store.log_params(runs[trial_id], op["config"])  # made by a driver that died before its params
             if op["tags"].get(ROLE, "trial") == "trial":  # the search's trials are ranked; reseeds are not
                 self.note(trial_id, params=op["params"], new=True)
             return
@@ -203,6 +207,8 @@ class Outbox:
             if op["step"] > self.last_epoch[trial_id]:
                 self.store.log_metrics(run_id, op["metrics"], op["step"], op["tags"])
                 self.last_epoch[trial_id] = op["step"]
+            elif op["step"] == self.last_epoch[trial_id] and op["tags"]:  # the epoch again (a retry, Tune's replay):
+                self.store.log_metrics(run_id, {}, op["step"], op["tags"])  # MLflow commits metrics, then tags
             self.note(trial_id, metrics=op["metrics"])
         elif kind == "finish":
             self.store.finish_trial(run_id, op["status"], op["reason"])

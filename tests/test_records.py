@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 
 from analysis.export import read_table
+from analysis.outbox import Outbox
 from analysis.pareto import pareto_ranks
 from analysis.tracking import PARETO_FRONT, PARETO_RANK, SweepStore
 from analysis.trials import rank_rows
@@ -276,3 +277,24 @@ def test_a_rank_committed_without_its_tag_is_mended_by_the_next_rerank(tmp_path)
     }
     assert tags == {"joined": "true", "left": "false"}
     assert [r.trial_id for r in store.load_front("mend")[0].front] == ["joined"]
+
+
+def test_writes_mlflow_committed_in_part_are_completed_when_written_again(tmp_path):
+    """The same split elsewhere: a run created without its params (they are a second write), an epoch's metrics
+    committed without its tags (FastAT's collapse, the node). The writes again (the outbox's retry, or a resumed
+    driver and Tune replaying a trial's last result) complete them, and the epoch stays there once."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = SweepStore(uri)
+    parent = store.open_sweep("split", {"name": "split"}, {"clean_acc": "max"}, [0.0], str(tmp_path))
+    params = {"method": "fast_at", "model": "mlp", "lr": 0.1}
+    run_id = store.create_trial_run(parent, "t", {}, params, {})  # what the store holds: the run, no params
+    metrics, tags = {"epoch": 3, "clean_acc": 0.5, "collapsed": 1}, {"fast_at_collapse": "true"}
+    store.log_metrics(run_id, metrics, 3)  # and the epoch's metrics, not its tags
+
+    resumed = Outbox(uri, "split", parent, tmp_path / "pending.jsonl")
+    resumed.trial("t", {"lr": 0.1, "epochs": 3}, params, {})
+    resumed.epoch("t", metrics, 3, tags)
+    run = store.client.get_run(run_id)
+    assert run.data.params == {"lr": "0.1", "epochs": "3"} and run.data.tags["fast_at_collapse"] == "true"
+    assert [m.step for m in store.client.get_metric_history(run_id, "epoch")] == [3]
+    assert list(store.trial_runs(parent).values()) == [run_id]  # found, not made again
