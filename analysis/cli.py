@@ -188,7 +188,7 @@ def serve_ui(store, sweep: str | None, port: int, console: Console) -> int:
     if store.tracking_uri.startswith(("http://", "https://")):
         console.print(f"the tracking server is the UI; the front of {record.name}:\n  {link}", soft_wrap=True)
         return 0
-    console.print(f"starting the MLflow UI for {store.tracking_uri} on 127.0.0.1:{port} (5-30 s)...")
+    console.print(f"starting the MLflow UI for {store.tracking_uri} on 127.0.0.1:{port} (6-30 s)...")
     try:
         server = start_ui(store.tracking_uri, artifact_root(store.tracking_uri), port)
     except RuntimeError as e:

@@ -44,7 +44,7 @@ def port_free(port: int) -> bool:
 def start_ui(
     tracking_uri: str, artifacts_uri: str | None, port: int = DEFAULT_PORT, timeout_s: float = 120
 ) -> subprocess.Popen:
-    """`mlflow ui` on 127.0.0.1 for a local store, returned once it answers HTTP (6-8 s on 2 idle cores)."""
+    """`mlflow ui` on 127.0.0.1 for a local store, returned once it answers HTTP (6-7 s on 2 idle cores)."""
     if not port_free(port):
         raise RuntimeError(f"port {port} on 127.0.0.1 is in use (choose another with --port)")
     command = [
