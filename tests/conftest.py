@@ -208,15 +208,18 @@ def resume_sweep(spec_file: Path, results: Path) -> subprocess.CompletedProcess:
     return resumed
 
 
-def epochs_of(trial_dir: Path) -> list[int]:
-    """The epochs a trial reported, from its result.json (a line still being written is skipped)."""
+def results_of(trial_dir: Path) -> list[dict]:
+    """The results a trial reported, from its result.json (a line still being written is skipped)."""
     lines = (trial_dir / "result.json").read_text().splitlines()
-    return [json.loads(line).get("epoch") for line in lines if line.endswith("}")]
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def epochs_of(trial_dir: Path) -> list[int]:
+    return [r.get("epoch") for r in results_of(trial_dir)]
 
 
 def last_result(trial_dir: Path) -> dict:
-    lines = [line for line in (trial_dir / "result.json").read_text().splitlines() if line.endswith("}")]
-    return json.loads(lines[-1]) if lines else {}
+    return (results_of(trial_dir) or [{}])[-1]
 
 
 def trial_dirs(sweep_dir: Path) -> list[Path]:

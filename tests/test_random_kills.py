@@ -5,7 +5,6 @@ threw away is bounded by Tune's experiment-state save interval (printed per kill
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -18,6 +17,7 @@ from tests.conftest import (
     epochs_of,
     finished_trials,
     random_sweep,
+    results_of,
     resume_sweep,
     stop_leftovers_of,
     trial_dirs,
@@ -29,12 +29,8 @@ SEED = int(os.environ.get("SAMAT_KILL_SEED", "0"))  # the kill instants: rerun a
 
 
 def reported(sweep_dir) -> dict[str, list[dict]]:
-    """Each Ray trial folder's results so far (a line still being written is skipped)."""
-    out = {}
-    for trial in trial_dirs(sweep_dir):
-        lines = (trial / "result.json").read_text().splitlines()
-        out[trial.name] = [json.loads(line) for line in lines if line.endswith("}")]
-    return out
+    """Each Ray trial folder's results so far."""
+    return {trial.name: results_of(trial) for trial in trial_dirs(sweep_dir)}
 
 
 def test_driver_killed_at_random_instants_then_resumed_loses_only_unsaved_work(tmp_path):
