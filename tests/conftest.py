@@ -222,6 +222,23 @@ def last_result(trial_dir: Path) -> dict:
     return (results_of(trial_dir) or [{}])[-1]
 
 
+def epochs_by_process(trial_dir: Path, epochs: int) -> list[list[int]]:
+    """The epochs a trial reported, one list per process that trained it, after asserting that each process
+    continued from the last checkpoint of the one before, never from scratch, and the last reached `epochs`.
+    A process starts at the epoch after the one its predecessor reported last, or at that epoch itself: Tune
+    registers a reported checkpoint one round trip to the worker after the report, so a worker killed (or a
+    sweep interrupted) inside that round trip leaves the checkpoint before as the last, and the epoch is
+    trained again."""
+    processes: dict[int, list[int]] = {}
+    for r in results_of(trial_dir):
+        processes.setdefault(r["pid"], []).append(r["epoch"])
+    runs = list(processes.values())
+    for before, run in zip([[0], *runs], runs):
+        assert run[0] in (before[-1], before[-1] + 1) and run == list(range(run[0], run[-1] + 1)), (trial_dir, runs)
+    assert runs[0][0] == 1 and runs[-1][-1] == epochs, (trial_dir, runs)
+    return runs
+
+
 def trial_dirs(sweep_dir: Path) -> list[Path]:
     return [p for p in sweep_dir.iterdir() if (p / "result.json").is_file()] if sweep_dir.is_dir() else []
 
