@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -251,13 +252,12 @@ def finished_trials(sweep_dir: Path, epochs: int) -> int:
 def stop_leftovers_of(driver_pid: int) -> None:
     """Ray agents can outlive a SIGKILLed driver; stop exactly those of its session (the session folder's
     name ends with the driver's pid), and no other Ray on the machine."""
+    session = re.compile(rf"/session_[\d_-]+_{driver_pid}(/|$)")  # session_<date>_<time>_<microseconds>_<pid>
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if any(
-                f"_{driver_pid}" in os.readlink(fd) and "/session_" in os.readlink(fd) for fd in (proc / "fd").iterdir()
-            ):
+            if any(session.search(os.readlink(fd)) for fd in (proc / "fd").iterdir()):
                 os.kill(int(proc.name), signal.SIGKILL)
         except OSError:
             continue

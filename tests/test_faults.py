@@ -163,6 +163,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ch
     assert sorted(tmp_path.iterdir()) == before and not ray.is_initialized()
 
 
+def command_line(proc: Path) -> str:
+    """A /proc entry's command line; "" for what is not a process or ended while it was read."""
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="ignore") if proc.name.isdigit() else ""
+    except OSError:
+        return ""
+
+
 def test_local_ray_listens_on_loopback_only():
     import ray
 
@@ -170,11 +178,7 @@ def test_local_ray_listens_on_loopback_only():
 
     assert start_ray(None, 1)
     try:
-        pids = {str(os.getpid())} | {
-            p.name
-            for p in Path("/proc").iterdir()
-            if p.name.isdigit() and "ray" in (p / "cmdline").read_bytes().decode(errors="ignore")[:300]
-        }
+        pids = {str(os.getpid())} | {p.name for p in Path("/proc").iterdir() if "ray" in command_line(p)[:300]}
         listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
         ours = [line.split()[3] for line in listening.splitlines() if any(f"pid={pid}," in line for pid in pids)]
         assert ours, listening

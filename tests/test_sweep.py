@@ -91,8 +91,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(trial_dirs) == 5
     for p in trial_dirs:
         epochs_by_process(p, 4)  # resumed trials continued from their last checkpoint, none restarted
-    for name, text in finished_before.items():
-        assert (results / "resumable" / name / "result.json").read_text() == text  # finished trials never re-ran
+    for name, text in finished_before.items():  # finished trials never re-ran; one interrupted between its last
+        # report and its end (Tune had not marked it finished) may report or train that last epoch once more
+        now = (results / "resumable" / name / "result.json").read_text()
+        again = [json.loads(line)["epoch"] for line in now[len(text) :].splitlines()]
+        assert now.startswith(text) and again in ([], [4]), now
 
     record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("resumable")
     assert len(record.rows) == 5 and len({r.trial_id for r in record.rows}) == 5  # one MLflow run per trial
