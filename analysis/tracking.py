@@ -208,18 +208,18 @@ class SweepStore:
         for row in record.rows:
             stored, new = row.metrics.get(PARETO_RANK), row.rank or 0  # 0: not ranked
             on_front = new == 1
-            if row.front_tag == on_front and (
-                stored == new
-                or (row.rank is None and stored != 1)  # never on the front
-                or (not every_rank and (stored == 1) == on_front)
-            ):
-                continue
-            self.client.log_batch(
-                row.run_id,
-                metrics=[Metric(PARETO_RANK, new, self.stamp(), 0)],
-                tags=[RunTag(PARETO_FRONT, "true" if on_front else "false")],
+            rank_stale = (
+                stored != new
+                and (row.rank is not None or stored == 1)  # an unranked row never on the front has no rank to write
+                and (every_rank or (stored == 1) != on_front)
             )
-            row.metrics[PARETO_RANK], row.front_tag = new, on_front
+            if rank_stale or row.front_tag != on_front:
+                self.client.log_batch(
+                    row.run_id,
+                    metrics=[Metric(PARETO_RANK, new, self.stamp(), 0)],
+                    tags=[RunTag(PARETO_FRONT, "true" if on_front else "false")],
+                )
+                row.metrics[PARETO_RANK], row.front_tag = new, on_front
         summary = record.summary()
         text = json.dumps(dataclasses.asdict(summary))
         if text != self._summaries.get(record.parent_run_id):

@@ -223,20 +223,20 @@ def last_result(trial_dir: Path) -> dict:
     return (results_of(trial_dir) or [{}])[-1]
 
 
-def epochs_by_process(trial_dir: Path, epochs: int) -> list[list[int]]:
-    """The epochs a trial reported, one list per process that trained it, after asserting that each process
-    continued from the last checkpoint of the one before, never from scratch, and the last reached `epochs`.
-    A process starts at the epoch after the one its predecessor reported last, or at that epoch itself: Tune
-    registers a reported checkpoint one round trip to the worker after the report, so a worker killed (or a
-    sweep interrupted) inside that round trip leaves the checkpoint before as the last, and the epoch is
-    trained again."""
+def epochs_by_process(results: list[dict], epochs: int) -> list[list[int]]:
+    """The epochs of a trial's results (`results_of`), one list per process that trained it, after asserting that
+    each process continued from the last checkpoint of the one before, never from scratch, and the last reached
+    `epochs`. A process starts at the epoch after the one its predecessor reported last, or at that epoch itself:
+    Tune registers a reported checkpoint one round trip to the worker after the report, so a worker killed (or a
+    sweep interrupted) inside that round trip leaves the checkpoint before as the last, and the epoch is trained
+    again."""
     processes: dict[int, list[int]] = {}
-    for r in results_of(trial_dir):
+    for r in results:
         processes.setdefault(r["pid"], []).append(r["epoch"])
     runs = list(processes.values())
     for before, run in zip([[0], *runs], runs):
-        assert run[0] in (before[-1], before[-1] + 1) and run == list(range(run[0], run[-1] + 1)), (trial_dir, runs)
-    assert runs[0][0] == 1 and runs[-1][-1] == epochs, (trial_dir, runs)
+        assert run[0] in (before[-1], before[-1] + 1) and run == list(range(run[0], run[-1] + 1)), runs
+    assert runs[0][0] == 1 and runs[-1][-1] == epochs, runs
     return runs
 
 

@@ -121,10 +121,10 @@ def test_a_sweep_across_two_nodes_survives_losing_one_mid_trial(tmp_path):
         assert sweep.returncode == 0, output[-3000:]
 
         head = cluster.head_node.node_id
-        results, folders = {}, {}
+        results = {}
         for trial in trial_dirs(shared / "nodeloss"):
             rows = results_of(trial)
-            results[rows[-1]["trial_id"]], folders[rows[-1]["trial_id"]] = rows, trial
+            results[rows[-1]["trial_id"]] = rows
             assert sorted(trial.glob("checkpoint_*"))  # checkpoints in the shared storage
             assert all((c / "checkpoint.pt").is_file() for c in trial.glob("checkpoint_*"))
         assert {r["node_id"] for rows in results.values() for r in rows} == {head, worker.node_id}  # both trained
@@ -132,7 +132,7 @@ def test_a_sweep_across_two_nodes_survives_losing_one_mid_trial(tmp_path):
         assert moved[-1]["epoch"] == epochs and moved[-1]["node_id"] == head  # finished on the head...
         # ...from the last checkpoint of its process on the lost node, not from scratch (see epochs_by_process);
         # that process may have reported one more epoch between the test's look and the node's removal
-        on_worker, _ = epochs_by_process(folders[lost["trial_id"]], epochs)
+        on_worker, _ = epochs_by_process(moved, epochs)
         assert [r["epoch"] for r in moved if r["node_id"] == worker.node_id] == on_worker, moved
         assert on_worker[-1] >= lost["epoch"], (on_worker, lost)
 

@@ -6,6 +6,7 @@ after an uninterrupted sweep."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -57,12 +58,11 @@ def written(folder: Path) -> dict[Path, int]:
     skipped: Tune deletes old checkpoints, sqlite its journal)."""
     sizes = {}
     for root, _, names in os.walk(folder):
-        for name in names:
-            try:
-                sizes[Path(root) / name] = (Path(root) / name).stat().st_size
-            except OSError:
-                continue
-    return {p: size for p, size in sizes.items() if size > 0}
+        for path in (Path(root) / name for name in names):
+            with contextlib.suppress(OSError):
+                if (size := path.stat().st_size) > 0:
+                    sizes[path] = size
+    return sizes
 
 
 def sweep_until_fault(command: list[str], sweep_dir: Path, finished: int, fault) -> tuple[str, dict[Path, int]]:

@@ -19,6 +19,7 @@ from tests.conftest import (
     epochs_of,
     finished_trials,
     random_sweep,
+    results_of,
     resume_sweep,
     start_sweep,
     tiny_spec,
@@ -90,12 +91,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     trial_dirs = [p for p in (results / "resumable").iterdir() if p.is_dir() and (p / "result.json").is_file()]
     assert len(trial_dirs) == 5
     for p in trial_dirs:
-        epochs_by_process(p, 4)  # resumed trials continued from their last checkpoint, none restarted
+        epochs_by_process(results_of(p), 4)  # resumed trials continued from their last checkpoint, none restarted
     for name, text in finished_before.items():  # finished trials never re-ran; one interrupted between its last
         # report and its end (Tune had not marked it finished) may report or train that last epoch once more
         now = (results / "resumable" / name / "result.json").read_text()
-        again = [json.loads(line)["epoch"] for line in now[len(text) :].splitlines()]
-        assert now.startswith(text) and again in ([], [4]), now
+        assert now.startswith(text), now
+        assert [json.loads(line)["epoch"] for line in now[len(text) :].splitlines()] in ([], [4]), now
 
     record = SweepStore(f"sqlite:///{results / 'mlflow.db'}").load_sweep("resumable")
     assert len(record.rows) == 5 and len({r.trial_id for r in record.rows}) == 5  # one MLflow run per trial
