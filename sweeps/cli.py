@@ -103,7 +103,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     # the runner, imported when a sweep runs: Ray Tune, MLflow and torch take ~15 s to import on 2 cores
     from analysis.tracking import SweepStore  # noqa: PLC0415
     from sweeps.progress import ProgressCallback, SweepDisplay  # noqa: PLC0415
-    from sweeps.run import run_sweep  # noqa: PLC0415
+    from sweeps.run import check_newest_state, run_sweep  # noqa: PLC0415
 
     set_quiet_mlflow_env()
     try:
@@ -114,6 +114,10 @@ def sweep_command(args: argparse.Namespace) -> int:
         name = args.name or latest_name(Path(args.results).expanduser(), spec.name)
         if not name or not (Path(args.results).expanduser() / name).is_dir():
             raise UsageError(f"--resume: no sweep of {spec.name!r} to resume in {args.results}")
+        try:
+            check_newest_state(Path(args.results).expanduser() / name)
+        except SweepRefused as e:
+            raise UsageError(str(e)) from None
     check_results_dir(args.results)
     check_data(spec, args.address)
     try:  # the tracking store answers before anything is announced, written or started

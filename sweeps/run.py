@@ -8,6 +8,7 @@ trial (`sweeps.search`), samat's callback records it in MLflow (`sweeps.recordin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
 from sweeps.storage import check_writable, quiet_storage_errors, storage_fault
 from sweeps.trainable import configure_tune, with_resources, with_result_files
+from sweeps.whole_files import write_whole_files
 from trainables.vocabulary import EPOCH, EPOCHS
 
 if TYPE_CHECKING:  # the driver imports no torch: trials and certification do, in their own processes
@@ -74,6 +76,7 @@ def run_sweep(
     Joins the Ray cluster at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
     set_quiet_mlflow_env()
     configure_tune()
+    write_whole_files()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # everything that can refuse the sweep is checked before anything is written or started
@@ -81,6 +84,8 @@ def run_sweep(
     restorable = tune.Tuner.can_restore(place.experiment_path)
     if resume and not restorable:
         raise SweepRefused(f"--resume: no sweep to resume at {place.experiment_path}")
+    if resume and not place.remote:
+        check_newest_state(Path(place.experiment_path))
     if not resume and place.remote and restorable:  # a local sweep's name is free already
         raise SweepRefused(f"{place.experiment_path} holds a sweep: continue it with --resume, or name another")
     store = SweepStore(resolve_tracking_uri(tracking_uri, place.storage_root))
@@ -203,6 +208,21 @@ def new_tuner(place: SweepPlace, spec: SweepSpec, callbacks: list) -> tune.Tuner
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
+
+
+def check_newest_state(experiment: Path) -> None:
+    """Tune resumes from its newest experiment state file alone. One cut short (a kill in the middle of Ray's own
+    copy, which rewrote files in place before samat copied them whole) is refused here, before Tune fails on it."""
+    states = sorted(experiment.glob("experiment_state-*.json"))  # Tune's choice: the last by name
+    if not states:
+        return
+    try:
+        json.loads(states[-1].read_bytes())
+    except ValueError:
+        raise SweepRefused(
+            f"--resume: {states[-1]} is cut short ({states[-1].stat().st_size} bytes), so Tune cannot resume this "
+            f"sweep; its trials stay in MLflow, and `samat sweep` without --resume starts it again under a new name"
+        ) from None
 
 
 def restore_tuner(place: SweepPlace, spec: SweepSpec) -> tune.Tuner:

@@ -1,14 +1,12 @@
 """The results folder's storage faults: a disk that fills up or turns read-only while a sweep runs.
 
 Tune writes its experiment state, each trial's result files and each checkpoint into the results folder, copying
-every file again at each state save (once a second), and a copy onto a full disk empties the file it replaces:
-an experiment state emptied so could never be resumed. So the sweep must stop before Tune copies anything onto a
-full disk. `check_writable`, called by the sweep's StorageGuard before each of Tune's steps (so before any state
-save), and the storage errors of any write raise `StorageFault`, which stops the sweep when its folder cannot be
-written (read-only, or less than MIN_FREE_BYTES free): one line naming the folder, everything written before
-kept, to be resumed once it can be written again. A disk filling up as a sweep writes to it is caught with room
-to spare; one filled by something else in the very instant Tune copies its state can still empty that copy.
-Imports no Ray: the CLI checks a folder before a sweep starts."""
+every file again at each state save (once a second); each file is replaced whole (sweeps.whole_files), so a copy
+onto a full disk fails and leaves the file before it. The sweep must still stop: `check_writable`, called by the
+sweep's StorageGuard before each of Tune's steps (so before any state save), and the storage errors of any
+write raise `StorageFault`, which stops the sweep when its folder cannot be written (read-only, or less than
+MIN_FREE_BYTES free): one line naming the folder, everything written before kept, to be resumed once it can be
+written again. Imports no Ray: the CLI checks a folder before a sweep starts."""
 
 from __future__ import annotations
 

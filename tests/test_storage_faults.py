@@ -10,12 +10,14 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pyarrow.fs
 import pytest
 
-from sweeps.storage import MIN_FREE_BYTES
+from sweeps.whole_files import RAY_UPLOAD, upload_whole
 from tests.conftest import SAMAT, assert_stores_agree, finished_trials, random_sweep, resume_sweep, write_spec
 
 EPOCHS, TRIALS = 3, 8
@@ -41,12 +43,12 @@ def small_disk(tmp_path):
         pass
 
 
-def fill(disk: Path, leave: int = 0) -> Path:
-    """Fill `disk` with a file of zeros until `leave` bytes are free (to the last byte by default); returns the file."""
+def fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte with a file of zeros; returns the file."""
     filler = disk / "filler"
     with open(filler, "wb", buffering=0) as f:
         try:
-            while (free := shutil.disk_usage(disk).free - leave) > 0:
+            while free := shutil.disk_usage(disk).free:
                 f.write(b"\0" * min(free, 2**20))
         except OSError:
             pass
@@ -101,9 +103,8 @@ def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
             time.sleep(0.02)
         raise AssertionError("could not make the folder read-only")
 
-    def full():  # something else fills the disk to under the room samat keeps free; not to the last byte, where
-        # a fill landing in the very instant Tune copies its state can still empty that copy (README)
-        fill(small_disk, leave=MIN_FREE_BYTES // 2)
+    def full():  # something else fills the disk to the last byte, at any instant: Tune's copies included
+        fill(small_disk)
 
     for fault, finished, says in ((full, 2, "is full"), (read_only, 5, "is read-only")):
         output, before = sweep_until_fault(command, sweep_dir, finished, fault)
@@ -116,8 +117,8 @@ def test_results_folder_full_then_read_only_mid_sweep(small_disk, tmp_path):
             subprocess.run(["umount", str(small_disk)], check=True)  # the read-only view goes, the disk is writable
         after = written(sweep_dir.parent)
         # nothing written before the fault was emptied or removed (but what is transient by nature: old checkpoints
-        # Tune deletes itself, sqlite's rollback journal)
-        transient = ("checkpoint_", "-journal")
+        # Tune deletes itself, sqlite's rollback journal, a file being written whole)
+        transient = ("checkpoint_", "-journal", ".partial")
         lost = [str(p) for p in before if p not in after and p != filler and not any(t in str(p) for t in transient)]
         assert not lost, lost
         command = [SAMAT, "sweep", str(spec_file), "--results", str(small_disk), "--resume"]
@@ -134,3 +135,67 @@ def test_a_sweep_refuses_a_full_results_folder(small_disk, tmp_path):
     )
     assert refused.returncode == 2 and f"{small_disk} is full" in refused.stderr, refused.stderr
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # nothing written
+
+
+OLD, NEW = b"a" * 2**22, b"b" * (2**22 + 2**16)  # two versions of a 4 MiB experiment state
+UPLOADS = {"ray": RAY_UPLOAD, "whole": upload_whole}
+# copies staging/old, then staging/new, then old again... into the folder argv[2], as Tune's saves do
+COPIER = """
+import sys
+import pyarrow.fs
+from sweeps.whole_files import RAY_UPLOAD, upload_whole
+upload, staging, results = sys.argv[1:]
+upload = upload_whole if upload == "whole" else RAY_UPLOAD
+while True:
+    for version in ("old", "new"):
+        upload(f"{staging}/{version}", pyarrow.fs.LocalFileSystem(), results)
+"""
+
+
+def staging_versions(tmp_path: Path) -> Path:
+    staging = tmp_path / "staging"
+    for version, data in (("old", OLD), ("new", NEW)):
+        (staging / version).mkdir(parents=True)
+        (staging / version / "experiment_state.json").write_bytes(data)
+    return staging
+
+
+@pytest.mark.parametrize("upload", UPLOADS)
+def test_copies_a_reader_or_a_kill_sees_in_part_only_through_rays_upload(tmp_path, upload):
+    """Tune copying its state again and again, read meanwhile and SIGKILLed: through Ray's own upload a reader
+    sees the file cut short; through samat's every read, and the file the kill leaves, is one version whole."""
+    staging, results = staging_versions(tmp_path), tmp_path / "results"
+    results.mkdir()
+    state = results / "experiment_state.json"
+    copier = subprocess.Popen([sys.executable, "-c", COPIER, upload, str(staging), str(results)])
+    try:
+        deadline = time.monotonic() + 60
+        while not state.exists():  # the copier imports Ray first
+            assert copier.poll() is None and time.monotonic() < deadline, "no copy came"
+            time.sleep(0.01)
+        reads, deadline = [], time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            reads.append(state.read_bytes())
+    finally:
+        copier.kill()
+        copier.wait()
+    in_part = [len(r) for r in reads if r not in (OLD, NEW)]
+    assert len(reads) > 100 and {OLD, NEW} <= set(reads), len(reads)
+    if upload == "ray":
+        assert in_part, "the reader never saw a copy in the middle"
+    else:
+        assert not in_part and state.read_bytes() in (OLD, NEW), in_part[:10]
+
+
+@pytest.mark.parametrize("upload", UPLOADS)
+def test_a_copy_onto_a_full_disk_cuts_the_file_short_only_through_rays_upload(small_disk, tmp_path, upload):
+    staging, state = staging_versions(tmp_path), small_disk / "experiment_state.json"
+    state.write_bytes(OLD)
+    fill(small_disk)
+    with pytest.raises(OSError, match="No space left"):
+        UPLOADS[upload](str(staging / "new"), pyarrow.fs.LocalFileSystem(), str(small_disk))
+    left = state.read_bytes()
+    if upload == "ray":  # neither version
+        assert left not in (OLD, NEW) and NEW.startswith(left), len(left)
+    else:  # the old one, and no .partial left
+        assert left == OLD and sorted(p.name for p in small_disk.iterdir()) == ["experiment_state.json", "filler"]

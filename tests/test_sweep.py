@@ -83,8 +83,16 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         json.loads(line) for p in (results / "resumable").glob("*/result.json") for line in p.read_text().splitlines()
     )
 
+    state = next((results / "resumable").glob("experiment_state-*.json"))
+    interrupted_state = state.stat()
+
     resumed = resume_sweep(spec_file, results)
     assert "Pareto front of resumable" in resumed.stdout
+    # the resumed sweep's Tune copies its staging folder, the interrupted sweep's state among it, at each save:
+    # Ray's copy rewrote every file in place each time, where a kill in the middle cuts it short; samat's copies
+    # only what changed, each file whole (sweeps.whole_files), so this one was never written again
+    assert state.stat().st_mtime_ns == interrupted_state.st_mtime_ns
+    assert state.stat().st_ino == interrupted_state.st_ino
 
     study = optuna.load_study(study_name="resumable", storage=storage)
     assert len(study.trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
@@ -126,6 +134,24 @@ def test_sweep_usage_errors_exit_2_before_starting_anything(capsys, tmp_path, mo
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert list(tmp_path.iterdir()) == [] and not ray.is_initialized()
+
+
+def test_resume_refuses_a_newest_experiment_state_cut_short(capsys, tmp_path):
+    """A sweep Ray's own copy left with its newest state cut short (before samat copied files whole): refused
+    with one line naming the file, before Ray starts or anything is written (Tune would fail on it)."""
+    import ray
+
+    spec_file, results = write_spec(tmp_path, name="cut"), tmp_path / "results"
+    sweep = results / "cut"
+    sweep.mkdir(parents=True)
+    (sweep / "tuner.pkl").write_bytes(b"")  # what Tune looks for to call a folder resumable
+    (sweep / "experiment_state-2026-11-22_10-00-00.json").write_text("{}")
+    (sweep / "experiment_state-2026-11-22_11-00-00.json").write_text('{"trial_data": [')
+    before = sorted(p.relative_to(results) for p in results.rglob("*"))
+    assert main(["sweep", str(spec_file), "--results", str(results), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "experiment_state-2026-11-22_11-00-00.json is cut short (16 bytes)" in err
+    assert sorted(p.relative_to(results) for p in results.rglob("*")) == before and not ray.is_initialized()
 
 
 def test_bad_spec_file_exits_2(capsys, tmp_path):
