@@ -51,7 +51,7 @@ def copy_whole(source: str, target: str) -> None:
     since this process last copied it, or `target` holds its bytes already (after a resume)."""
     try:
         stat = os.stat(source)
-    except FileNotFoundError:  # Tune replaced or removed it since the walk: its next copy takes the new one
+    except FileNotFoundError:  # gone since the walk: one of Tune's own temporary files
         return
     seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
     if copied.get(target) == seen or same_bytes(source, target, stat.st_size):
@@ -66,7 +66,7 @@ def copy_whole(source: str, target: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(partial)
         if isinstance(e, FileNotFoundError) and not os.path.exists(source):
-            return  # replaced or removed since the walk, as above
+            return  # gone since the walk, as above
         raise
     copied[target] = seen
 
