@@ -4,10 +4,10 @@ the value and what is allowed. Every value a spec gives a training run is checke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.config import TrainConfig
 from trainables.usage import describe_validation_error
@@ -64,7 +64,17 @@ class Choice(BaseModel):
     choices: list[Scalar] = Field(min_length=1)
 
 
-Param = Range | Choice | Scalar
+def not_a_list(value: Any) -> Any:
+    """A list where a parameter goes (a likely slip for a range) is refused saying how to write one, not with
+    pydantic's complaint from each member of the union below."""
+    if isinstance(value, list):
+        raise ValueError(
+            f"a list is not a parameter: a range is {{low: ..., high: ...}}, a choice {{choices: {value}}}"
+        )
+    return value
+
+
+Param = Annotated[Range | Choice | Scalar, BeforeValidator(not_a_list)]
 
 
 class PerNorm(BaseModel):
@@ -80,7 +90,7 @@ class PerNorm(BaseModel):
         return getattr(self, norm)
 
 
-MethodParam = Range | Choice | PerNorm | Scalar
+MethodParam = Annotated[Range | Choice | PerNorm | Scalar, BeforeValidator(not_a_list)]
 
 
 def param_values(value: MethodParam) -> list[Scalar]:

@@ -60,6 +60,8 @@ def test_defaults_give_clean_and_objective_attack():
             {"objectives": [{"metric": "clean_acc", "direction": "up"}, {"metric": "test_loss"}]},
             "objectives.0.direction",
         ),
+        ({"methods": {"sam": {"rho": [0.01, 0.1]}}}, "sam.rho=[0.01, 0.1]: a list is not a parameter: a range is"),
+        ({"train": {"lr": [0.01, 0.1]}}, "train.lr=[0.01, 0.1]: a list is not a parameter"),
         ({"train": {"lr": {"low": 0.5, "high": 0.1}}}, "low (0.5) must be below high (0.1)"),
         ({"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
         ({"train": {"rho": 0.1}}, "rho: set it at the top of the spec or under methods"),
