@@ -50,8 +50,8 @@ def storage_fault(error: BaseException, folder: str | Path) -> StorageFault | No
 
 class QuietStorageErrors(logging.Filter):
     """Drops two kinds of Tune's error logs, each with a traceback:
-    - errors a full or read-only disk caused (a trial failing to write its checkpoint), since the sweep stops on
-      them with one line of its own;
+    - errors a full or read-only disk caused (a trial failing to write its checkpoint, Tune failing to delete an
+      old one), since the sweep stops on them with one line of its own;
     - a resumed trial's old checkpoint that is gone already: Tune deletes all but the last two checkpoints as
       soon as a new one is written, before its next state save, so a sweep stopped in between resumes with a
       state that still lists one; Tune finds it missing when it deletes it again, and the trial goes on."""
@@ -66,10 +66,12 @@ class QuietStorageErrors(logging.Filter):
 
 
 def quiet_storage_errors() -> None:
-    """Filter Tune's controller log (once per process) through QuietStorageErrors."""
-    log = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, QuietStorageErrors) for f in log.filters):
-        log.addFilter(QuietStorageErrors())
+    """Filter (once per process) through QuietStorageErrors the logs of Tune's controller and of Ray's storage
+    functions, which log a failed delete of an old checkpoint themselves."""
+    for name in ("ray.tune.execution.tune_controller", "ray.train._internal.storage"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, QuietStorageErrors) for f in log.filters):
+            log.addFilter(QuietStorageErrors())
 
 
 def check_writable(folder: str | Path) -> None:
