@@ -66,12 +66,12 @@ class QuietStorageErrors(logging.Filter):
 
 
 def quiet_storage_errors() -> None:
-    """Filter (once per process) through QuietStorageErrors the logs of Tune's controller and of Ray's storage
-    functions, which log a failed delete of an old checkpoint themselves."""
-    for name in ("ray.tune.execution.tune_controller", "ray.train._internal.storage"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, QuietStorageErrors) for f in log.filters):
-            log.addFilter(QuietStorageErrors())
+    """Filter (once per process) every log of Ray's through QuietStorageErrors: Ray's loggers (Tune's controller,
+    Ray's storage functions, which log a failed delete of an old checkpoint themselves...) all print through the
+    handlers of the `ray` logger."""
+    for handler in logging.getLogger("ray").handlers:
+        if not any(isinstance(f, QuietStorageErrors) for f in handler.filters):
+            handler.addFilter(QuietStorageErrors())
 
 
 def check_writable(folder: str | Path) -> None:
