@@ -59,9 +59,9 @@ def main() -> None:
         running = sorted(staging.glob("*/result.json"))[: args.running]
         for round_ in range(args.rounds + 1):
             play_a_save(staging, running, round_)
-            for name, upload in uploads.items():
+            for i, (name, upload) in enumerate(uploads.items()):
                 start = time.perf_counter()
-                upload(str(staging), local, str(Path(scratch, name[:3], sweep.name)))
+                upload(str(staging), local, str(Path(scratch, f"results-{i}", sweep.name)))
                 if round_:  # the first copy writes every file through both
                     times[name].append(time.perf_counter() - start)
     print(f"{sweep}: {files} files, {len(running)} trials running; {args.rounds} saves copied through each")

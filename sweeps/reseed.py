@@ -21,7 +21,6 @@ from sweeps.recording import MLflowRecorder
 from sweeps.results import FinishedSweep, load_finished_sweep
 from sweeps.space import train_config
 from sweeps.trainable import configure_tune, with_resources, with_result_files
-from sweeps.whole_files import write_whole_files
 
 
 class Proposals(Searcher):
@@ -62,7 +61,6 @@ def reseed_sweep(
         Outbox(store.tracking_uri, name, sweep.record.parent_run_id, pending_path(study_dir)), spec
     )
     configure_tune()
-    write_whole_files()
     connected = start_ray(address)
     try:
         tune.Tuner(

@@ -34,7 +34,6 @@ from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
 from sweeps.storage import check_writable, quiet_storage_errors, storage_fault
 from sweeps.trainable import configure_tune, with_resources, with_result_files
-from sweeps.whole_files import write_whole_files
 from trainables.vocabulary import EPOCH, EPOCHS
 
 if TYPE_CHECKING:  # the driver imports no torch: trials and certification do, in their own processes
@@ -76,7 +75,6 @@ def run_sweep(
     Joins the Ray cluster at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
     set_quiet_mlflow_env()
     configure_tune()
-    write_whole_files()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # everything that can refuse the sweep is checked before anything is written or started

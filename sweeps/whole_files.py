@@ -17,6 +17,7 @@ store shows an object once it is uploaded whole; such copies go through Ray's ow
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import os
 import shutil
 
@@ -54,7 +55,7 @@ def copy_whole(source: str, target: str) -> None:
     except FileNotFoundError:  # gone since the walk: one of Tune's own temporary files
         return
     seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    if copied.get(target) == seen or same_bytes(source, target, stat.st_size):
+    if copied.get(target) == seen or same_bytes(source, target):
         copied[target] = seen
         return
     folder, name = os.path.split(target)
@@ -71,11 +72,8 @@ def copy_whole(source: str, target: str) -> None:
     copied[target] = seen
 
 
-def same_bytes(source: str, target: str, size: int) -> bool:
+def same_bytes(source: str, target: str) -> bool:
     try:
-        if os.path.getsize(target) != size:
-            return False
-        with open(source, "rb") as a, open(target, "rb") as b:
-            return a.read() == b.read()
-    except OSError:
+        return filecmp.cmp(source, target, shallow=False)
+    except OSError:  # no target yet
         return False

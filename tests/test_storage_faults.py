@@ -166,7 +166,6 @@ UPLOADS = {"ray": RAY_UPLOAD, "whole": upload_whole}
 COPIER = """
 import sys
 import pyarrow.fs
-from sweeps.storage import quiet_storage_errors
 from sweeps.whole_files import RAY_UPLOAD, upload_whole
 upload, staging, results = sys.argv[1:]
 upload = upload_whole if upload == "whole" else RAY_UPLOAD
