@@ -1,26 +1,46 @@
 """The paper's figures from a sweep: robust accuracy against attack radius (on the test images, from the
 spec's final attacks) for each front point and for the best trial of each method, and a per-method summary
-(best clean, best robust, and robust accuracy at matched clean accuracy)."""
+(best clean, best robust, and robust accuracy at matched clean accuracy).
+
+A point of a curve is either the accuracy under the attack alone at its radius (`robust_acc/`, a filled marker)
+or the worst case over that attack at every radius up to it (`robust_acc_upto/`, a hollow marker: a cascade,
+trainables.evaluate.evaluate), which cannot rise with ε by construction; `samat frontier audit` measures its
+radii alone for its monotonicity check."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from analysis.plots import PLOT_FORMATS, colour, written_whole
 from analysis.trials import SweepRecord, TrialRow
-from trainables.vocabulary import CLEAN_ACC, ROBUST_PREFIX, TEST_PREFIX, metric_on_test, parse_attack
+from trainables.vocabulary import CLEAN_ACC, ROBUST_PREFIX, ROBUST_UPTO_PREFIX, metric_on_test, parse_attack
+
+WORST_CASE_NOTE = "hollow markers: the worst case over every radius up to ε (cannot rise with ε)"
 
 
-def radius_curves(row: TrialRow) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """(attack kind, norm) -> [(ε, test accuracy)], from ε = 0 (clean) upward, for every kind with 2+ radii."""
+class CurvePoint(NamedTuple):
+    eps: float
+    accuracy: float
+    worst_case: bool  # the worst case over the attack at every radius up to eps, not the attack alone
+
+
+def radius_curves(row: TrialRow) -> dict[tuple[str, str], list[CurvePoint]]:
+    """(attack kind, norm) -> its points from ε = 0 (clean) upward, on the test images, for every kind with 2+
+    radii."""
     curves = defaultdict(list)
-    for key, value in row.metrics.items():
-        if key.startswith(TEST_PREFIX + ROBUST_PREFIX) and value is not None:
-            attack = parse_attack(key.removeprefix(TEST_PREFIX + ROBUST_PREFIX))
-            curves[(attack.name.split("_")[0], attack.norm)].append((attack.eps, value))
+    for prefix in (ROBUST_PREFIX, ROBUST_UPTO_PREFIX):
+        for key, value in row.metrics.items():
+            if key.startswith(metric_on_test(prefix)) and value is not None:
+                attack = parse_attack(key.removeprefix(metric_on_test(prefix)))
+                curves[(attack.name.split("_")[0], attack.norm)].append(
+                    CurvePoint(attack.eps, value, prefix == ROBUST_UPTO_PREFIX)
+                )
     clean = row.metrics.get(metric_on_test(CLEAN_ACC))
-    return {k: sorted([(0.0, clean), *v]) for k, v in curves.items() if len(v) > 1 and clean is not None}
+    return {
+        k: sorted([CurvePoint(0.0, clean, False), *v]) for k, v in curves.items() if len(v) > 1 and clean is not None
+    }
 
 
 def robust_objective(record: SweepRecord) -> str:
@@ -91,20 +111,29 @@ def _png(series, title: str, path: Path) -> None:
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.8), dpi=120, squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         for label, row, style, _, points in (s for s in series if s[3] == kind):
-            ax.plot(
-                *zip(*points),
-                marker="o",
+            line = ax.plot(
+                [p.eps for p in points],
+                [p.accuracy for p in points],
                 linestyle="--" if style == "dash" else "-",
                 color=colour(row.method),
                 label=f"{label} {row.method}",
                 alpha=0.85,
-            )
+            )[0]
+            for worst_case in (False, True):
+                chosen = [p for p in points if p.worst_case == worst_case]
+                ax.scatter(
+                    [p.eps for p in chosen],
+                    [p.accuracy for p in chosen],
+                    color=line.get_color(),
+                    facecolors="none" if worst_case else line.get_color(),
+                    zorder=3,
+                )
         ax.set_xlabel(f"ε ({kind[0].upper()} {kind[1]})")
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(f"{title}\n{WORST_CASE_NOTE}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
@@ -115,17 +144,22 @@ def _html(series, title: str, path: Path) -> None:
 
     fig = go.Figure()
     for label, row, style, kind, points in series:
-        x, y = zip(*points)
         fig.add_trace(
             go.Scatter(
-                x=x,
-                y=y,
+                x=[p.eps for p in points],
+                y=[p.accuracy for p in points],
                 mode="lines+markers",
                 name=f"{label} {row.method} {kind[0]} {kind[1]}",
                 line={"color": colour(row.method), "dash": style},
+                marker={"symbol": ["circle-open" if p.worst_case else "circle" for p in points], "size": 9},
+                text=["worst case up to this ε" if p.worst_case else "this attack alone" for p in points],
             )
         )
     fig.update_layout(
-        title=title, xaxis_title="ε", yaxis_title="test accuracy", yaxis_range=[0, 1], template="plotly_white"
+        title=f"{title}<br><sub>{WORST_CASE_NOTE}</sub>",
+        xaxis_title="ε",
+        yaxis_title="test accuracy",
+        yaxis_range=[0, 1],
+        template="plotly_white",
     )
     fig.write_html(path, include_plotlyjs=True, full_html=True)

@@ -11,6 +11,9 @@ running sweep) both live here, so the layout is defined once:
                   params = the trial config flattened; metrics per epoch (step = epoch) and pareto_rank
                   a trial stopped early by the scheduler: status KILLED, tags samat.status=stopped,
                   samat.stopped_at_epoch=<e>, samat.stopped_by=MO-ASHA (its metrics end at epoch e)
+                  an audited trial (`samat frontier audit`): metrics audit/<attack> (step 0), tags audit=passed |
+                  suspect and audit.reason; its parent: artifacts audit/front.*, metrics audit/hypervolume,
+                  audit/search_hypervolume and audit/front_size
 """
 
 from __future__ import annotations
@@ -28,10 +31,28 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from analysis.curves import method_summary, write_curves
-from analysis.export import read_table, write_table
+from analysis.export import PAGE, Spill, copy_table, progress_bar, write_pages, write_table
 from analysis.plots import write_plot
-from analysis.stores import TrackingError, artifact_root, database_version, write_sweep_index
-from analysis.trials import LISTED_STOPPED, SweepRecord, SweepSummary, TrialRow, rank_rows
+from analysis.stores import (
+    CLOSED,
+    FRONT_TABLE,
+    TRIALS_TABLE,
+    TrackingError,
+    artifact_root,
+    database_version,
+    write_front_index,
+    write_sweep_index,
+)
+from analysis.trials import (
+    LISTED_STOPPED,
+    SweepRecord,
+    SweepSummary,
+    TrialRow,
+    common_reference,
+    front,
+    rank_rows,
+    sweep_hypervolume,
+)
 
 ROLE = "samat.role"
 STATUS = "samat.status"  # parent: running | interrupted | finished (its MLflow status follows); trial: stopped
@@ -40,12 +61,13 @@ STOPPED_AT = "samat.stopped_at_epoch"
 STOPPED_BY = "samat.stopped_by"
 PARAMS_TAG = "samat.params"  # JSON of the searched values, with their types
 TRIAL_ID = "ray_trial_id"
-CERTIFIED = "certified"  # tag (true | suspect), metric prefix and artifact folder of certification
+AUDIT = "audit"  # tag (passed | suspect), metric prefix and artifact folder of `samat frontier audit`
+# the audit's tag and its values as samat wrote them before the audit was renamed (it was `certify`)
+LEGACY_AUDIT = {"certified": {"true": "passed", "suspect": "suspect"}}
 RESEED_OF = "samat.reseed_of"  # config key and tag of a reseeded trial: the Ray trial id it repeats
 EXPERIMENT_PATH = "samat.experiment_path"  # tag on the parent run: Ray's folder (or URI) of the sweep
 PARETO_FRONT = "pareto_front"  # tag on each trial run: "true" | "false"
 PARETO_RANK = "pareto_rank"  # metric on each trial run: 1 = on the front
-FRONT_TABLE, TRIALS_TABLE = "front/front.parquet", "trials/trials.parquet"  # parent artifacts: export rows
 SUMMARY = "samat.summary"  # tag on the parent: the SweepSummary (JSON) as of the last re-rank
 RUN_STATUS = {"FINISHED": "complete", "FAILED": "error", "KILLED": "error"}  # MLflow run status -> TrialRow's
 
@@ -57,6 +79,19 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
             out |= flatten(v, f"{prefix}{k}.")
         return out
     return {prefix.rstrip("."): value}
+
+
+def trial_order(row: TrialRow) -> str:
+    """A sweep's rows are listed and exported in the order of their trial ids."""
+    return row.trial_id or ""
+
+
+def audit_verdict(tags: dict[str, str]) -> str | None:
+    """A trial run's audit verdict (passed | suspect), under its tag or the one older samats wrote; None if the
+    trial was never audited."""
+    if AUDIT in tags:
+        return tags[AUDIT]
+    return next((values.get(tags[tag]) for tag, values in LEGACY_AUDIT.items() if tag in tags), None)
 
 
 class SweepStore:
@@ -84,7 +119,7 @@ class SweepStore:
         self, name: str, spec: dict, directions: dict[str, str], reference: list[float | None], experiment_path: str
     ) -> str:
         """The sweep's parent run id: created on the first call, found again (and set running) on a resume.
-        `experiment_path` is where Ray keeps the sweep's trials and checkpoints (for certify and reseed)."""
+        `experiment_path` is where Ray keeps the sweep's trials and checkpoints (for audit and reseed)."""
         experiment = self.client.get_experiment_by_name(name)
         experiment_id = (
             experiment.experiment_id
@@ -136,13 +171,22 @@ class SweepStore:
         return run.info.run_id
 
     def trial_runs(self, parent_run_id: str) -> dict[str, str]:
-        """Every run of the sweep that records a Ray trial (the search's and reseeds), by trial id; were a trial
-        ever recorded twice, its newest run (child_runs reads newest first)."""
-        runs: dict[str, str] = {}
+        """Every run of the sweep that records a Ray trial (the search's and reseeds), by trial id. A trial with
+        several runs keeps the one holding most of it (metrics, then params, then the newest), and its other runs
+        that hold no metrics are deleted: they are what a server made of a `create_run` it applied after the
+        client had given up on it and created the run again (MLflow's create_run has no idempotency key)."""
+        candidates: dict[str, list] = {}
         experiment_id = self.experiment_of(parent_run_id)
         for role in ("trial", "reseed"):
             for run in self.child_runs(experiment_id, role=role):
-                runs.setdefault(run.data.tags[TRIAL_ID], run.info.run_id)
+                candidates.setdefault(run.data.tags[TRIAL_ID], []).append(run)
+        runs = {}
+        for trial_id, found in candidates.items():
+            kept = max(found, key=lambda r: (len(r.data.metrics), len(r.data.params), r.info.start_time))
+            for run in found:
+                if run is not kept and not run.data.metrics:
+                    self.client.delete_run(run.info.run_id)
+            runs[trial_id] = kept.info.run_id
         return runs
 
     def experiment_of(self, parent_run_id: str) -> str:
@@ -156,19 +200,31 @@ class SweepStore:
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int, tags: dict | None = None) -> None:
-        """Metrics at `step` (and tags) in one write."""
-        now = int(time.time() * 1000)
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], step: int, tags: dict | None = None, timestamp: int | None = None
+    ) -> None:
+        """Metrics at `step` (and tags) in one write, stamped `timestamp` (ms; default now): MLflow keeps a metric
+        logged again with the same key, value, step and timestamp once."""
+        timestamp = timestamp or int(time.time() * 1000)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+            metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
     def finish_trial(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """End a trial's run with `status`, tagged with the `reason` it failed; one that ends well after an earlier
+        failure (a resumed or retried trial) loses that failure's tag."""
         if reason:
             self.client.set_tag(run_id, "error", reason[:5000])
+        else:
+            self.drop_error(run_id)
         self.client.set_terminated(run_id, status)
+
+    def drop_error(self, run_id: str) -> None:
+        """Remove the `error` tag an earlier failure of the trial left, if any."""
+        if "error" in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, "error")
 
     def stop_trial(self, run_id: str, epoch: int, by: str) -> None:
         """A trial stopped early by the scheduler at `epoch`: tagged stopped, with the epoch, and ended KILLED.
@@ -180,6 +236,7 @@ class SweepStore:
             run_id,
             tags=[RunTag(STATUS, STOPPED), RunTag(STOPPED_AT, str(epoch)), RunTag(STOPPED_BY, by)],
         )
+        self.drop_error(run_id)
         self.client.set_terminated(run_id, "KILLED")
 
     def kill_orphans(self, name: str, ran: set[str]) -> None:
@@ -262,7 +319,9 @@ class SweepStore:
 
     def close_sweep(self, name: str, finished: bool) -> SweepRecord:
         """Every rank, the front's artifacts, the whole trial table (`trials/trials.parquet`: what `samat frontier
-        export` reads of a closed sweep), the curves; then the status, and the sweep index."""
+        export` reads of a closed sweep), the curves; then the status, and the indexes of a sqlite store (see
+        analysis.stores). A trial's empty extra runs go first (see trial_runs)."""
+        self.trial_runs(self.sweep_parent(name)[1].info.run_id)
         record = self.update_front(name)
         self.log_front_artifacts(record, html=True)
         with tempfile.TemporaryDirectory() as folder:
@@ -271,7 +330,8 @@ class SweepStore:
         self.log_curves(record)
         self.client.set_tag(record.parent_run_id, STATUS, "finished" if finished else "interrupted")
         self.client.set_terminated(record.parent_run_id, "FINISHED" if finished else "KILLED")
-        self.list_sweeps()  # the last write: `samat frontier list` can then read the index alone
+        self.list_sweeps()  # the last reads: `samat frontier list`, `show` and `export` can then read the indexes
+        self.load_front(name)
         return record
 
     def log_curves(self, record: SweepRecord) -> None:
@@ -286,22 +346,28 @@ class SweepStore:
             write_table(method_summary(record), Path(folder) / "method_summary.json")
             self.client.log_artifacts(record.parent_run_id, folder, "curves")
 
-    def record_certificate(self, run_id: str, accuracies: dict[str, float], verdict: str, reasons: list[str]) -> None:
-        """A trial's certification: `certified/<attack>` metrics and the tag `certified` = true | suspect."""
-        reason = "; ".join(reasons)[:5000] or "all checks passed"
+    def record_audit(self, run_id: str, accuracies: dict[str, float], verdict: str, reasons: list[str]) -> None:
+        """A trial's audit: `audit/<attack>` metrics and the tag `audit` = passed | suspect, with its reasons."""
+        reason = "; ".join(reasons)[:5000] or "every check passed"
         self.log_metrics(
             run_id,
-            {f"{CERTIFIED}/{k}": v for k, v in accuracies.items()},
+            {f"{AUDIT}/{k}": v for k, v in accuracies.items()},
             step=0,
-            tags={CERTIFIED: verdict, f"{CERTIFIED}.reason": reason},
+            tags={AUDIT: verdict, f"{AUDIT}.reason": reason},
         )
 
-    def record_certified_front(self, record: SweepRecord) -> None:
-        """The certified front beside the search's: artifacts under `certified/` and its hypervolume."""
-        self.log_front_artifacts(record, html=True, folder_name=CERTIFIED)
+    def record_audited_front(self, audited: SweepRecord, searched: SweepRecord) -> None:
+        """The audited front beside the search's: artifacts under `audit/`, its hypervolume, and the hypervolume
+        of the same points as the search measured them on the test images (one reference point for both)."""
+        self.log_front_artifacts(audited, html=True, folder_name=AUDIT)
+        reference = common_reference(audited, searched)
         self.log_metrics(
-            record.parent_run_id,
-            {"certified_hypervolume": record.hypervolume(), "certified_front_size": len(record.front)},
+            audited.parent_run_id,
+            {
+                f"{AUDIT}/hypervolume": sweep_hypervolume(audited.finished, audited.directions, reference),
+                f"{AUDIT}/search_hypervolume": sweep_hypervolume(searched.finished, searched.directions, reference),
+                f"{AUDIT}/front_size": len(audited.front),
+            },
             step=0,
         )
 
@@ -318,26 +384,61 @@ class SweepStore:
         path = parent.data.tags.get(EXPERIMENT_PATH)
         if not path:
             raise TrackingError(
-                f"sweep {name!r} was recorded without its Ray folder (an older samat): certify and reseed need it"
+                f"sweep {name!r} was recorded without its Ray folder (an older samat): audit and reseed need it"
             )
         with tempfile.TemporaryDirectory() as folder:
             local = self.client.download_artifacts(parent.info.run_id, "spec.yaml", folder)
             return yaml.safe_load(Path(local).read_text()), path
 
-    def closed_table(self, name: str, front_only: bool) -> list[dict] | None:
+    def closed_table(self, name: str, front_only: bool, folder: str) -> Path | None:
         """A closed sweep's export rows as its close wrote them (`front/front.parquet`, `trials/trials.parquet`),
-        read in a second at any size; None for a sweep still running (or killed), or closed by an older samat."""
+        downloaded into `folder`; None for a sweep still running (or killed), or closed by an older samat."""
         _, parent = self.sweep_parent(name)
-        if parent.data.tags.get(STATUS) not in ("finished", "interrupted"):
+        if parent.data.tags.get(STATUS) not in CLOSED:
             return None
+        try:
+            return Path(
+                self.client.download_artifacts(parent.info.run_id, FRONT_TABLE if front_only else TRIALS_TABLE, folder)
+            )
+        except MlflowException:
+            return None
+
+    def export_trials(self, name: str, output: Path, front_only: bool, page_size: int = PAGE) -> int:
+        """Write the sweep's export rows (every trial, or its front) to `output`, as `load_sweep(name).table()`
+        gives them; returns how many. A closed sweep's are the table its close kept. A running sweep's trials are
+        read `page_size` runs at a time (a progress bar counts them against the last summary's count), each page
+        kept on disk as it comes, with only the objectives in memory: all of them rank each trial. Then they are
+        written in the order a full read gives, a page at a time."""
         with tempfile.TemporaryDirectory() as folder:
-            try:
-                local = self.client.download_artifacts(
-                    parent.info.run_id, FRONT_TABLE if front_only else TRIALS_TABLE, folder
-                )
-            except MlflowException:
-                return None
-            return read_table(local)
+            kept = self.closed_table(name, front_only, folder)
+            if kept:
+                return copy_table(kept, output)
+        experiment, parent = self.sweep_parent(name)
+        directions = self.empty_record(experiment, parent).directions
+        summary = parent.data.tags.get(SUMMARY)
+        total = SweepSummary.from_json(summary).trials if summary else None
+        ranked, params = [], set()  # per trial in the order read: its objectives alone; every parameter's name
+        with Spill(output.parent) as spill:
+            with progress_bar(f"reading the trials of {name}", total) as advance:
+                for page in self.child_run_pages(experiment.experiment_id, page_size=page_size):
+                    for run in page:
+                        row = self.trial_row(run, directions)
+                        spill.add(dataclasses.asdict(dataclasses.replace(row, metrics=row.test_values)))
+                        ranked.append(TrialRow(row.trial_id, row.status, {}, row.objectives))
+                        params |= row.params.keys()
+                    advance(len(page))
+            rank_rows(ranked, directions)
+            position = {id(row): i for i, row in enumerate(ranked)}
+            rows = sorted(ranked, key=trial_order)
+            written = [position[id(row)] for row in (front(rows, directions) if front_only else rows)]
+            param_names = sorted(params - {"method", "model"})
+
+            def pages():
+                for start in range(0, len(written), page_size):
+                    page = written[start : start + page_size]
+                    yield [TrialRow(**spill[i] | {"rank": ranked[i].rank}).export(param_names) for i in page]
+
+            return write_pages(pages, output)
 
     def sweep_parent(self, name: str):
         experiment = self.client.get_experiment_by_name(name)
@@ -354,27 +455,31 @@ class SweepStore:
         record.rows = [self.trial_row(run, record.directions) for run in self.child_runs(experiment.experiment_id)]
         self.add_reseeds(record)
         rank_rows(record.rows, record.directions)
-        record.rows.sort(key=lambda r: r.trial_id or "")
+        record.rows.sort(key=trial_order)
         return record
 
     def load_front(self, name: str) -> tuple[SweepRecord, SweepSummary]:
         """The sweep's front as last ranked (its rows alone, with their reseeds, and the stopped trials if at most
         LISTED_STOPPED), and its summary: what `samat frontier show` needs, reading a few runs at any sweep size.
-        A sweep not ranked yet, or recorded by an older samat, has no summary: then every trial is read."""
+        A sweep not ranked yet, or recorded by an older samat, has no summary: then every trial is read. A sqlite
+        store keeps what was read in the sweep's front index (see analysis.stores.read_front_index)."""
+        version = database_version(self.tracking_uri)
         experiment, parent = self.sweep_parent(name)
         tag = parent.data.tags.get(SUMMARY)
         if tag is None:
             record = self.load_sweep(name)
-            return record, record.summary()
-        summary = SweepSummary.from_json(tag)
-        record = self.empty_record(experiment, parent)
-        for run in self.child_runs(experiment.experiment_id, f"tags.{PARETO_FRONT} = 'true'"):
-            record.rows.append(self.trial_row(run, record.directions))
-            record.rows[-1].rank = 1
-        if summary.stopped <= LISTED_STOPPED:
-            stopped = self.child_runs(experiment.experiment_id, f"tags.`{STATUS}` = '{STOPPED}'")
-            record.rows += [self.trial_row(run, record.directions) for run in stopped]
-        self.add_reseeds(record)
+            summary = record.summary()
+        else:
+            summary = SweepSummary.from_json(tag)
+            record = self.empty_record(experiment, parent)
+            for run in self.child_runs(experiment.experiment_id, f"tags.{PARETO_FRONT} = 'true'"):
+                record.rows.append(self.trial_row(run, record.directions))
+                record.rows[-1].rank = 1
+            if summary.stopped <= LISTED_STOPPED:
+                stopped = self.child_runs(experiment.experiment_id, f"tags.`{STATUS}` = '{STOPPED}'")
+                record.rows += [self.trial_row(run, record.directions) for run in stopped]
+            self.add_reseeds(record)
+        write_front_index(self.tracking_uri, record, summary, parent.info.artifact_uri, version)
         return record, summary
 
     def empty_record(self, experiment, parent) -> SweepRecord:
@@ -407,19 +512,24 @@ class SweepStore:
             error=tags.get("error"),
             stopped_at=int(tags[STOPPED_AT]) if stopped and tags.get(STOPPED_AT) else None,
             front_tag=tags.get(PARETO_FRONT) == "true",
+            audit=audit_verdict(tags),
         )
 
     def child_runs(self, experiment_id: str, where: str = "", role: str = "trial") -> list:
         """The sweep's child runs of one role, `trial` (the search's) or `reseed` (its front's configurations
         trained again with other seeds), that also match the MLflow filter `where` if given."""
-        runs, token = [], None
+        return [run for page in self.child_run_pages(experiment_id, where, role) for run in page]
+
+    def child_run_pages(self, experiment_id: str, where: str = "", role: str = "trial", page_size: int = PAGE):
+        """child_runs, `page_size` runs at a time, each page as MLflow gives it."""
+        token = None
         query = f"tags.`{ROLE}` = '{role}'" + (f" and {where}" if where else "")
         while True:
-            page = self.client.search_runs([experiment_id], query, max_results=1000, page_token=token)
-            runs.extend(page)
+            page = self.client.search_runs([experiment_id], query, max_results=page_size, page_token=token)
+            yield page
             token = page.token
             if not token:
-                return runs
+                return
 
     def list_sweeps(self) -> list[dict]:
         """Every sweep in the store (name, status, trial counts, hypervolume), oldest first. A sqlite store keeps

@@ -33,6 +33,7 @@ class TrialRow:
     rank: int | None = None  # 1 = on the Pareto front; None = not ranked (failed, stopped, unfinished)
     stopped_at: int | None = None  # the epoch a stopped trial was stopped at (its objectives are that epoch's)
     front_tag: bool = False  # MLflow's `pareto_front` tag on the trial's run is "true" (rows read from MLflow)
+    audit: str | None = None  # `samat frontier audit`'s verdict on the trial (passed | suspect), if audited
 
     @property
     def method(self) -> str | None:
@@ -124,20 +125,35 @@ def format_params(params: dict) -> str:
     )
 
 
+SEPARATION_ALPHA = 0.05  # the significance level at which reseeded front neighbours count as told apart
+
+
 @dataclass(frozen=True)
 class SeedStats:
     mean: float
     std: float  # sample standard deviation (n - 1); 0 for one seed
     n: int
+    values: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, values: list[float]) -> SeedStats:
         n = len(values)
         mean = sum(values) / n if n else math.nan
-        return cls(mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0, n)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        return cls(mean, std, n, tuple(values))
 
     def __str__(self) -> str:
-        return f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
+        return "-" if not self.n else f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
+
+
+def differ(a: SeedStats, b: SeedStats, alpha: float = SEPARATION_ALPHA) -> bool:
+    """Whether Welch's t-test (unequal variances) rejects equal means of the two samples at level `alpha`. Two
+    samples without spread differ exactly when their means do."""
+    from scipy.stats import ttest_ind  # noqa: PLC0415 - ~0.5 s to import: only a reseeded front pays it
+
+    if a.std == b.std == 0:
+        return a.mean != b.mean
+    return bool(ttest_ind(a.values, b.values, equal_var=False).pvalue < alpha)
 
 
 @dataclass
@@ -208,20 +224,23 @@ class SweepRecord:
         )
 
     def seed_stats(self, row: TrialRow) -> dict[str, SeedStats]:
-        """Each objective over the trial and its finished reseeds: mean, sample std, number of seeds."""
-        runs = [row, *(r for r in self.reseeds.get(row.trial_id, []) if r.status == "complete")]
+        """Each objective over the trial's finished reseeds alone: mean, sample std, number of seeds. The trial's
+        own seed is left out: the search chose the trial for its values there, so they are biased upward (the
+        winner's curse), while the new seeds' are not."""
+        runs = [r for r in self.reseeds.get(row.trial_id, []) if r.status == "complete"]
         return {
             m: SeedStats.of([r.objectives[m] for r in runs if r.objectives.get(m) is not None]) for m in self.directions
         }
 
     def inseparable(self) -> dict[str, str]:
-        """Front points (reseeded) that noise cannot tell from their neighbour along the front: mean ± std
-        intervals overlap in every objective. Maps trial id -> the neighbour's."""
+        """Front points that their new seeds cannot tell from their neighbour along the front: with at least 2 new
+        seeds each, Welch's t-test finds no objective in which their means differ at SEPARATION_ALPHA. Maps trial
+        id -> the neighbour's."""
         front, out = self.front, {}
         for a, b in zip(front, front[1:]):
             sa, sb = self.seed_stats(a), self.seed_stats(b)
             seeded = min(s.n for s in (*sa.values(), *sb.values())) > 1
-            if seeded and all(abs(sa[m].mean - sb[m].mean) <= sa[m].std + sb[m].std for m in sa):
+            if seeded and not any(differ(sa[m], sb[m]) for m in sa):
                 out.setdefault(a.trial_id, b.trial_id)
                 out.setdefault(b.trial_id, a.trial_id)
         return out

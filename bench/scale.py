@@ -31,12 +31,12 @@ from ray.tune.execution.tune_controller import TuneController
 from timed_sweep import time_calls
 
 from analysis.outbox import Outbox
-from analysis.stores import default_tracking_uri
 from analysis.tracking import SweepStore
 from sweeps.run import run_sweep
 from sweeps.search import FailureAwareOptunaSearch
 from sweeps.spec import validate_spec
 from sweeps.trainable import STATE_SAVE_S
+from trainables.settings import local_tracking_uri
 
 WINDOWS = (100, 500, 1000)
 REPO = Path(__file__).resolve().parent.parent
@@ -102,12 +102,13 @@ def sweep_at_scale(trials: int, concurrency: int, folder: Path) -> str:
     return result.tracking_uri
 
 
-def synthetic_sweep(trials: int, folder: Path) -> str:
-    """An N-trial sweep written through SweepStore as the recorder would, without training."""
-    uri = default_tracking_uri(folder)
+def synthetic_sweep(trials: int, folder: Path, name: str = "synthetic", closed: bool = True) -> str:
+    """An N-trial sweep written through SweepStore as the recorder would, without training: closed, or left
+    running after one re-rank as the driver's (front membership and the summary written)."""
+    uri = local_tracking_uri(folder)
     store = SweepStore(uri)
     spec = validate_spec(scale_spec(trials, 8))
-    parent = store.open_sweep("synthetic", spec.model_dump(mode="json"), spec.directions, [0.0, 0.0], str(folder))
+    parent = store.open_sweep(name, spec.model_dump(mode="json"), spec.directions, [0.0, 0.0], str(folder))
     rng, start = random.Random(0), time.perf_counter()
     for i in range(trials):
         trial_id = f"{i:08x}"
@@ -122,7 +123,10 @@ def synthetic_sweep(trials: int, folder: Path) -> str:
         store.finish_trial(run_id, "FINISHED")
         if (i + 1) % 1000 == 0:
             print(f"  wrote {i + 1} trials ({time.perf_counter() - start:.0f} s)", flush=True)
-    store.close_sweep("synthetic", finished=True)
+    if closed:
+        store.close_sweep(name, finished=True)
+    else:
+        store.write_ranks(store.load_sweep(name), every_rank=False)
     return uri
 
 

@@ -2,18 +2,44 @@
 several objectives at once.
 
 ASHA (Li et al. 2020, "A system for massively parallel hyperparameter tuning", MLSys) sets rungs at
-grace_period·η^k epochs; a trial reaching a rung continues only if its result ranks in the top 1/η of the results
-recorded there before it. With several objectives, ranking needs a total order: as in MO-ASHA (Schmucker et al.
-2021, "Multi-objective multi-fidelity hyperparameter optimization with application to fairness", arXiv
-2106.12639), non-dominated sorting first, then a diversity order inside each front; here NSGA-II's crowding
-distance (Deb et al. 2002) rather than their ε-net. The cutoff is Ray's own: the (1 − 1/η) quantile of the
-recorded results, interpolated as `np.nanpercentile` interpolates it, taken along that order (see
-`continues_at_rung`). With one objective the decisions are exactly those of Ray's AsyncHyperBandScheduler.
+grace_period·η^k epochs; a trial reaching a rung continues only if its result ranks in the top 1/η of the n results
+recorded there before it: Ray's AsyncHyperBandScheduler continues it iff its value is at least
+`np.nanpercentile(recorded, (1 − 1/η)·100)`, the value at position q = (n − 1)(1 − 1/η) of the recorded values
+sorted worst first (0 the worst), interpolated between its neighbours. With one objective that is the rule here,
+to the bit. With several, as in MO-ASHA (Schmucker et al. 2021, "Multi-objective multi-fidelity hyperparameter
+optimization with application to fairness", arXiv 2106.12639), the order is non-dominated sorting (Goldberg 1989,
+"Genetic algorithms in search, optimization and machine learning"; Deb et al. 2002, "A fast and elitist
+multiobjective genetic algorithm: NSGA-II", IEEE TEC 6(2)), with no order inside a front. The recorded results,
+sorted worst first by front, hold positions 0 to n − 1 and the cutoff stays at q; the new result takes the middle
+of the block its front holds among them, its mid-rank, as ties take the mean of the ranks they span in rank
+statistics (Kendall 1945, "The treatment of ties in ranking problems", Biometrika 33(3)): (recorded results in
+worse fronts) + ((recorded results of its own front) − 1)/2, its mean position were its front ordered at random.
+It continues iff that is at least q (`continues_at_rung`).
 
-The order depends only on the set of results: ties are broken by the values themselves and equal results share a
-place. So a decision depends on which results a rung holds, never on the order they arrived in. (Syne Tune's
-MOASHA reads the permutation of indices returned by its sort as if it were scores, so its decision depends on the
-recording order, and it can stop a result that dominates every other.)
+Why no order inside a front: any strict one (NSGA-II's crowding distance; the hypervolume contribution of
+SMS-EMOA, Beume, Naujoks & Emmerich 2007; an ε-net) puts one of two mutually non-dominated results behind the
+other, so the one behind stops when it reaches a rung holding only the other, and continues when it comes first:
+which of the two Tune happens to run first decides. With a front's members in one place:
+- a decision depends only on the set of results at the rung (its fronts and their sizes), never on the order they
+  arrived in; of two results of one front, whichever arrives second gets the same decision;
+- with several objectives it reads only which result dominates which, so it is invariant to the order of the
+  objectives and to any increasing map of each, a positive factor or an offset among them; with one objective,
+  as Ray's percentile, to a positive factor and an offset in exact arithmetic (floating point rounds the
+  interpolated cutoff: a power-of-two factor leaves it exact);
+- a result dominating every other sits at n − 1/2 >= q: it continues; a result dominated by s >= (1 − 1/η)(n + 1)
+  of the rung's n + 1 results (itself included) has s recorded results in better fronts, so it sits below n − s,
+  and for η >= 2, q >= n − s: it stops.
+A front that straddles the cutoff is decided whole: it continues iff q falls in its worse half. (Ray's rule on
+tied places would continue every member of the front the cutoff falls in, and a large front would then promote far
+more than 1/η of the rung.)
+(Syne Tune's MOASHA reads the permutation of indices returned by its sort as if it were scores, so its decision
+depends on the recording order, and it can stop a result that dominates every other.)
+
+Budgets: a rung is a share of max_t. A trial whose own budget B is smaller (a method's own epochs, searched
+epochs) reaches the rung at milestone m at its first result with time_attr / B >= m / max_t, and is ranked there
+against the others' results at the same share of their schedules (a 15-epoch schedule's annealed end is not
+ranked against a 100-epoch one's epoch 15); its result at B ends it as max_t ends the others. With every budget
+max_t the rungs are Ray's.
 
 Tune does not keep a scheduler's state across `Tuner.restore`: the scheduler comes back from `tuner.pkl`, pickled
 once when the Tuner was created, and `TrialScheduler.save/restore` are never called. Tune does save every
@@ -22,7 +48,7 @@ callback's `get_state()` with each experiment checkpoint and hands it back to `s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,90 +56,41 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from analysis.pareto import as_maximised, pareto_ranks
-
-
-def pareto_order(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Each point's place in a total order of the set (finite values): how many points come strictly before it,
-    so 0 = first. Non-dominated sorting first (front 1, 2, ...); inside a front, larger crowding distance first
-    (Deb et al. 2002, NSGA-II); then lexicographically larger values (as maximised) first. The order depends only
-    on the multiset of points, not on their input order, and equal points share a place."""
-    points = as_maximised(values, directions)
-    if len(points) == 0:
-        return []
-    # np.unique sorts the distinct points lexicographically: a larger index is a lexicographically larger point
-    distinct, inverse, counts = np.unique(points, axis=0, return_inverse=True, return_counts=True)
-    fronts = np.asarray(pareto_ranks(distinct, ["max"] * distinct.shape[1]))
-    crowding = np.zeros(len(distinct))
-    for front in np.unique(fronts):
-        members = np.flatnonzero(fronts == front)
-        crowding[members] = _crowding_distance(distinct[members])
-    order = np.lexsort((-np.arange(len(distinct)), -crowding, fronts))  # the last key sorts first
-    before = np.empty(len(distinct), dtype=int)
-    before[order] = np.cumsum(counts[order]) - counts[order]
-    return before[inverse.reshape(-1)].tolist()
-
-
-def _crowding_distance(front: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of the distinct points of one front, given in lexicographic order (which breaks
-    ties inside an objective): per objective, the gap between a point's two neighbours over the objective's range,
-    summed; the two end points of each objective are infinitely far."""
-    distance = np.zeros(len(front))
-    for column in front.T:
-        order = np.argsort(column, kind="stable")
-        distance[order[[0, -1]]] = np.inf
-        span = column[order[-1]] - column[order[0]]
-        if span > 0:
-            distance[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / span
-    return distance
+from sweeps.space import train_config
 
 
 def continues_at_rung(
     recorded: Sequence[Sequence[float]], result: Sequence[float], directions: Sequence[str], reduction_factor: float
 ) -> bool:
-    """Whether a new result continues past a rung that already holds `recorded` (objective vectors, finite).
-
-    Ray's ASHA continues iff value >= np.nanpercentile(recorded, (1 − 1/η)·100): with the recorded values sorted
-    worst first, the cutoff lies between the k-th and (k+1)-th, interpolated with weight γ. Here the recorded
-    results are sorted worst first along `pareto_order` (of the rung's results and the new one), and the new
-    result stops if it comes after the k-th, continues if it comes no later than the (k+1)-th, and in between
-    continues unless the interpolated point dominates it. Hence: with an empty rung it continues; a result that
-    dominates all others continues; one dominated by a share ≥ 1 − 1/η of the rung's results (itself included)
-    stops when η ≥ 2; with one objective the decision is Ray's, to the bit."""
-    recorded = np.asarray(recorded, dtype=float).reshape(-1, len(directions))
-    n = len(recorded)
+    """Whether a new result continues past a rung that already holds `recorded` (objective vectors, finite): with
+    one objective Ray's ASHA's rule, to the bit; with several, its position among the recorded results sorted worst
+    first by front, the middle of its front's block, against the cutoff position (n − 1)(1 − 1/η) (see the module
+    docstring). With an empty rung it continues."""
+    points = np.vstack(
+        [
+            np.asarray(recorded, dtype=float).reshape(-1, len(directions)),
+            np.asarray(result, dtype=float).reshape(1, len(directions)),
+        ]
+    )
+    n = len(points) - 1
     if n == 0:
         return True
-    points = np.vstack([recorded, np.reshape(np.asarray(result, dtype=float), (1, len(directions)))])
-    before = np.asarray(pareto_order(points, directions))
-    worst_first = np.argsort(-before[:-1], kind="stable")
-    k, gamma = _cutoff_position(n, reduction_factor)
-    low, high = worst_first[k], worst_first[min(k + 1, n - 1)]
-    if before[-1] > before[low]:
-        return False
-    if before[-1] <= before[high]:
-        return True
-    maximised = as_maximised(points, directions)
-    cutoff = _lerp(maximised[low], maximised[high], gamma)
-    return not ((cutoff >= maximised[-1]).all() and (cutoff > maximised[-1]).any())
+    if len(directions) == 1:
+        values = as_maximised(points, directions)[:, 0]
+        return not values[-1] < np.nanpercentile(values[:-1], (1 - 1 / reduction_factor) * 100)
+    fronts = np.asarray(pareto_ranks(points, directions))  # 1 = the best
+    worse, same = (fronts[:-1] > fronts[-1]).sum(), (fronts[:-1] == fronts[-1]).sum()
+    return worse + (same - 1) / 2 >= (n - 1) * (1 - 1 / reduction_factor)
 
 
-def _cutoff_position(n: int, reduction_factor: float) -> tuple[int, float]:
-    """Where Ray's cutoff `np.nanpercentile(values, (1 - 1/η) * 100)` falls among n values sorted ascending:
-    index k, weight γ towards k + 1; the same float steps as numpy's default ("linear") method."""
-    position = (n - 1) * ((1 - 1 / reduction_factor) * 100 / 100)
-    k = min(int(position), n - 1)
-    return k, position - k
-
-
-def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """numpy's percentile interpolation, float for float."""
-    diff = b - a
-    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+def trial_epochs(config: dict) -> int:
+    """A samat trial's own epochs (a method's or model's own over the spec's): its budget at the rungs."""
+    return train_config(config).epochs
 
 
 @dataclass
 class Rung:
-    milestone: float  # in units of the scheduler's time_attr
+    milestone: float  # in time_attr units of max_t; a trial of budget B meets it at milestone·B/max_t
     recorded: dict[str, tuple[float, ...]] = field(default_factory=dict)  # trial id -> objective values as reported
 
 
@@ -122,9 +99,11 @@ class MOASHAScheduler(FIFOScheduler):
 
     metric/mode: the objectives and their directions ("max"/"min"), here or later through Tune's
     `set_search_properties`. Rungs per bracket s at grace_period·η^(k+s), counted as Ray's ASHA counts them (up to
-    max_t; a rung at max_t decides nothing, since results at max_t stop, and only collects finished trials).
-    Trials are spread over `brackets` as Ray's ASHA does. A result without every objective as a finite number is
-    neither recorded nor judged.
+    max_t; a rung at max_t decides nothing, since results at a trial's budget stop, and only collects finished
+    trials). budget: a trial's own budget in time_attr units (at most max_t) from its config, such as
+    `trial_epochs`; None: max_t for every trial, as Ray's ASHA. A trial meets each rung at the same share of its
+    own budget as the rung is of max_t. Trials are spread over `brackets` as Ray's ASHA does. A result without
+    every objective as a finite number is neither recorded nor judged.
 
     What it decided: `stopped_at` (trial id -> time_attr value of the result it stopped early) and `brackets`
     (each a list of `Rung`, lowest first)."""
@@ -138,12 +117,14 @@ class MOASHAScheduler(FIFOScheduler):
         grace_period: int = 1,
         reduction_factor: float = 4,
         brackets: int = 1,
+        budget: Callable[[dict], float] | None = None,
     ):
         if not (max_t > 0 and 0 < grace_period <= max_t and reduction_factor > 1 and brackets > 0):
             raise ValueError("need 0 < grace_period <= max_t, reduction_factor > 1 and brackets > 0")
         super().__init__()
         self.metrics, self.modes = _names(metric), _names(mode)
         self.time_attr, self.max_t, self.reduction_factor = time_attr, max_t, reduction_factor
+        self.budget = budget
         self.brackets = [
             [
                 Rung(grace_period * reduction_factor ** (k + s))
@@ -185,9 +166,9 @@ class MOASHAScheduler(FIFOScheduler):
             return TrialScheduler.STOP
         if self.time_attr not in result or any(m not in result for m in self.metrics):
             return TrialScheduler.CONTINUE
-        if result[self.time_attr] >= self.max_t:
+        if result[self.time_attr] >= self._budget(trial):
             return TrialScheduler.STOP
-        place = self._place(trial.trial_id, result)
+        place = self._place(trial, result)
         if place is None:
             return TrialScheduler.CONTINUE
         rung, values = place
@@ -200,12 +181,15 @@ class MOASHAScheduler(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         """As Ray's ASHA: the last result is recorded at the highest rung it reached without a record yet."""
-        place = self._place(trial.trial_id, result)
+        place = self._place(trial, result)
         if place is not None:
             rung, values = place
             rung.recorded[trial.trial_id] = values
 
-    def _place(self, trial_id: str, result: dict) -> tuple[Rung, tuple[float, ...]] | None:
+    def _budget(self, trial) -> float:
+        return self.max_t if self.budget is None else self.budget(trial.config)
+
+    def _place(self, trial, result: dict) -> tuple[Rung, tuple[float, ...]] | None:
         """The rung a result is judged at (as Ray's ASHA: the highest rung reached where the trial has no record)
         and its objective values; None if there is none, or an objective is missing or not a finite number."""
         try:
@@ -215,8 +199,14 @@ class MOASHAScheduler(FIFOScheduler):
             return None
         if not np.isfinite(values).all():
             return None
+        trial_id, budget = trial.trial_id, self._budget(trial)
         rungs = self.brackets[self.trial_bracket[trial_id]]
-        rung = next((r for r in reversed(rungs) if reached >= r.milestone and trial_id not in r.recorded), None)
+        # reached / budget >= milestone / max_t, cross-multiplied: whole epochs compare exactly, and with the budget
+        # max_t it is Ray's reached >= milestone
+        rung = next(
+            (r for r in reversed(rungs) if reached * self.max_t >= r.milestone * budget and trial_id not in r.recorded),
+            None,
+        )
         return None if rung is None else (rung, values)
 
     def debug_string(self) -> str:

@@ -1,19 +1,19 @@
-"""Where a sweep lives: its name (never reusing an earlier sweep's folder), its Ray results, its Optuna study,
-its MLflow store and its data folder, all decided before anything is written or started."""
+"""Where a sweep lives: its name (never reusing an earlier sweep's folder), its Ray results and its Optuna study,
+decided before anything is written or started, in the results location `trainables.settings` resolves."""
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.stores import default_tracking_uri
+from trainables.settings import is_uri
+from trainables.usage import UsageError
 
 OPTUNA_FILE = "optuna.db"
 
 
-class SweepRefused(Exception):
+class SweepRefused(UsageError):
     """The sweep cannot start as asked (nothing to resume, a name taken, no place to record); nothing was
     written or started."""
 
@@ -26,7 +26,7 @@ class SweepPlace:
 
     @property
     def remote(self) -> bool:
-        return "://" in self.storage_root
+        return is_uri(self.storage_root)
 
     @property
     def experiment_path(self) -> str:
@@ -42,16 +42,15 @@ def place_sweep(spec_name: str, results_dir: str | Path, name: str | None, resum
     """Name the sweep and find its folders: a new sweep gets the first free name (`quick`, `quick-2`, ...), a
     resumed one the latest of its spec unless named."""
     root = str(results_dir).rstrip("/")
-    remote = "://" in root
+    remote = is_uri(root)
     local = None if remote else Path(root).expanduser().resolve()
     if resume:
         name = name or (None if remote else latest_name(local, spec_name)) or spec_name
     else:
         name = name or (spec_name if remote else next_free_name(local, spec_name))
-    place = SweepPlace(
+    return SweepPlace(
         name, root if remote else str(local), Path.home() / ".samat" / "optuna" / name if remote else local / name
     )
-    return place
 
 
 def next_free_name(results: Path, name: str) -> str:
@@ -67,25 +66,3 @@ def latest_name(results: Path, name: str) -> str | None:
     pattern = re.escape(name) + r"(-\d+)?"
     candidates = [p for p in results.glob(f"{name}*") if p.is_dir() and re.fullmatch(pattern, p.name)]
     return max(candidates, key=lambda p: p.stat().st_mtime).name if candidates else None
-
-
-def resolve_tracking_uri(tracking_uri: str | None, results_dir: str | Path) -> str:
-    """--tracking-uri, else MLFLOW_TRACKING_URI, else sqlite beside the local results (the embedded default)."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    if "://" in str(results_dir):
-        raise SweepRefused(
-            f"results at {results_dir} are remote: give an MLflow tracking URI too "
-            f"(--tracking-uri or MLFLOW_TRACKING_URI)"
-        )
-    return default_tracking_uri(results_dir)
-
-
-def resolve_data_dir(data_dir: str) -> str:
-    """Trials run in their own folders on any node, so a relative data_dir becomes absolute here: against
-    SAMAT_DATA_ROOT where set (a cluster's nodes each hold the data there), else the driver's folder."""
-    path = Path(data_dir).expanduser()
-    if path.is_absolute():
-        return str(path)
-    return str(Path(os.environ.get("SAMAT_DATA_ROOT", Path.cwd())).expanduser() / path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import ray
-from ray._private import ray_constants
+
+from sweeps.ray_private import keep_ray_on_loopback, skip_uv_worker_hook
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -20,17 +21,15 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         return True
     # Ray's switch for a single-machine Ray (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default on Windows and
     # macOS) keeps 127.0.0.1 as the node address, so GCS, raylet and workers listen there, not on every
-    # interface; without it Ray swaps 127.0.0.1 for this machine's network address. Ray reads the variable into
-    # a constant when imported, so set both (no public API sets it later); child processes inherit the
-    # variable. To listen wider, start a cluster yourself (`ray start --head`) and pass --address.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    # interface; without it Ray swaps 127.0.0.1 for this machine's network address. To listen wider, start a
+    # cluster yourself (`ray start --head`) and pass --address.
+    keep_ray_on_loopback()
     # Ray's uv hook: a driver started by `uv run` makes every worker `uv run` too, after packaging the working
     # folder (8-12 s at start-up on 2 cores, and again per worker). A local Ray's workers are this machine's
     # processes in the driver's own environment, so the hook buys nothing here; on a cluster it stays as Ray sets
     # it (nodes get the driver's code and lock that way). RAY_ENABLE_UV_RUN_RUNTIME_ENV=1 keeps it locally too.
     if os.environ.get("RAY_ENABLE_UV_RUN_RUNTIME_ENV") is None:
-        ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
+        skip_uv_worker_hook()
     ray.init(
         address="local",  # a Ray of its own: without it ray.init joins a Ray already running here (another sweep's)
         num_cpus=num_cpus or os.cpu_count(),

@@ -24,8 +24,8 @@ from analysis.outbox import Outbox, pending_path
 from analysis.stores import set_quiet_mlflow_env
 from analysis.tracking import SweepStore
 from analysis.trials import TrialRow, front, rank_rows, stopped_epoch
-from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint
-from sweeps.places import SweepPlace, SweepRefused, place_sweep, resolve_data_dir, resolve_tracking_uri
+from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint, trial_epochs
+from sweeps.places import SweepPlace, SweepRefused, place_sweep
 from sweeps.ray_start import start_ray
 from sweeps.recording import MLflowRecorder
 from sweeps.results import FinishedSweep
@@ -34,10 +34,11 @@ from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
 from sweeps.storage import check_writable, quiet_storage_errors, storage_fault
 from sweeps.trainable import configure_tune, with_resources, with_result_files
+from trainables import settings
 from trainables.vocabulary import EPOCH, EPOCHS
 
-if TYPE_CHECKING:  # the driver imports no torch: trials and certification do, in their own processes
-    from trainables.certify import Certificate
+if TYPE_CHECKING:  # the driver imports no torch: trials and audits do, in their own processes
+    from trainables.audit import Audit
 
 
 @dataclass
@@ -51,7 +52,7 @@ class SweepResult:
     finished: bool  # False when interrupted: resume with --resume
     wall_s: float = 0.0
     front: list[TrialRow] = field(default_factory=list)
-    certification: tuple[FinishedSweep, dict[str, Certificate]] | None = None  # with `final: certify`
+    audit: tuple[FinishedSweep, dict[str, Audit]] | None = None  # with `final: audit`
     pending: int = 0  # MLflow writes the store did not take, kept in `pending_path` (samat frontier sync)
     pending_path: Path | None = None
 
@@ -62,7 +63,7 @@ class SweepResult:
 
 def run_sweep(
     spec: SweepSpec,
-    results_dir: str = "results",
+    results_dir: str | None = None,
     *,
     name: str | None = None,
     resume: bool = False,
@@ -72,13 +73,14 @@ def run_sweep(
     num_cpus: int | None = None,
 ) -> SweepResult:
     """Run (or with `resume`, continue) a sweep, record it in MLflow, and return its trials and Pareto front.
-    Joins the Ray cluster at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
+    Results go to `results_dir` and records to `tracking_uri`, each by default as `trainables.settings` resolves
+    it. Joins the Ray cluster at `address`/RAY_ADDRESS if given, else starts a local Ray and stops it at the end."""
     set_quiet_mlflow_env()
-    configure_tune()
+    configure_tune()  # it checks the Ray installed (sweeps.ray_private) before anything is written or started
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # everything that can refuse the sweep is checked before anything is written or started
-    place = place_sweep(spec.name, results_dir, name, resume)
+    place = place_sweep(spec.name, settings.results_location(results_dir), name, resume)
     restorable = tune.Tuner.can_restore(place.experiment_path)
     if resume and not restorable:
         raise SweepRefused(f"--resume: no sweep to resume at {place.experiment_path}")
@@ -86,10 +88,10 @@ def run_sweep(
         check_newest_state(Path(place.experiment_path))
     if not resume and place.remote and restorable:  # a local sweep's name is free already
         raise SweepRefused(f"{place.experiment_path} holds a sweep: continue it with --resume, or name another")
-    store = SweepStore(resolve_tracking_uri(tracking_uri, place.storage_root))
+    store = SweepStore(settings.tracking_uri(tracking_uri, place.storage_root))
     store.check_reachable()
     place.study_dir.mkdir(parents=True, exist_ok=True)
-    spec = spec.model_copy(update={"data_dir": resolve_data_dir(spec.data_dir)})
+    spec = spec.model_copy(update={"data_dir": settings.data_dir(spec.data_dir)})
     parent_run_id = store.open_sweep(
         place.name, spec.model_dump(mode="json"), spec.directions, spec.hypervolume_reference, place.experiment_path
     )
@@ -119,11 +121,11 @@ def run_sweep(
             outbox.orphans(sorted(r.trial_id for r in rows))
         outbox.close(finished)
         pending = outbox.retry(now=True)
-    certification = None
-    if finished and spec.final == "certify" and not pending:
-        from sweeps.certify import certify_sweep  # noqa: PLC0415 - torch (3 s): only a sweep that certifies pays it
+    audited = None
+    if finished and spec.final == "audit" and not pending:
+        from sweeps.audit import audit_sweep  # noqa: PLC0415 - torch (3 s): only a sweep that audits pays it
 
-        certification = certify_sweep(store, place.name, address=address)
+        audited = audit_sweep(store, place.name, address=address)
     return SweepResult(
         place.name,
         place.experiment_path,
@@ -134,7 +136,7 @@ def run_sweep(
         finished,
         time.perf_counter() - start,
         front(rows, spec.directions),
-        certification,
+        audited,
         pending,
         outbox.path,
     )
@@ -170,7 +172,8 @@ class StorageGuard(Callback):
 
 def make_scheduler(spec: SweepSpec) -> MOASHAScheduler | None:
     """The spec's early stopping: MO-ASHA on the sweep's objectives, rungs in epochs up to the most epochs a
-    trial trains (`spec.max_epochs`); None without a `scheduler:` block (every trial trains every epoch)."""
+    trial trains (`spec.max_epochs`), each met by a trial at that share of its own epochs; None without a
+    `scheduler:` block (every trial trains every epoch)."""
     if spec.scheduler is None:
         return None
     return MOASHAScheduler(
@@ -181,6 +184,7 @@ def make_scheduler(spec: SweepSpec) -> MOASHAScheduler | None:
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
         brackets=spec.scheduler.brackets,
+        budget=trial_epochs,
     )
 
 

@@ -14,6 +14,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis.trials import stopped_epoch
+from sweeps.ray_private import optuna_told, tell_optuna
 from sweeps.space import SearchSpace, train_config
 from sweeps.spec import Search, SweepSpec
 
@@ -50,13 +51,12 @@ class FailureAwareOptunaSearch(OptunaSearch):
         values = [result.get(m) for m in self.metric]
         usable = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         failed = error or bool(result.get("failure")) or not usable
-        if trial_id in self._completed_trials:
+        if optuna_told(self, trial_id):
             return super().on_trial_complete(trial_id, result, error)  # Ray warns of the second completion
         if not failed and stopped_epoch(result, self.planned_epochs.get(trial_id)) is None:
             return super().on_trial_complete(trial_id, result, error)
         state = optuna.trial.TrialState.FAIL if failed else optuna.trial.TrialState.PRUNED
-        self._ot_study.tell(self._ot_trials[trial_id], state=state)
-        self._completed_trials.add(trial_id)
+        tell_optuna(self, trial_id, state)
 
 
 def make_sampler(search: Search) -> optuna.samplers.BaseSampler:

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.config import TrainConfig
-from trainables.usage import describe_validation_error
+from trainables.usage import UsageError, describe_validation_error
 from trainables.vocabulary import CLEAN_ACC, METHOD_PARAMS, Dataset, Method, Model, parse_attack, reported_metrics
 
 SPEC_DIR = Path(__file__).parent
@@ -34,7 +34,7 @@ NOT_IN_TRAIN = {
 }
 
 
-class SpecError(Exception):
+class SpecError(UsageError):
     """A spec that cannot be used; the message is one line naming the file, the field path and the value."""
 
 
@@ -75,6 +75,11 @@ def not_a_list(value: Any) -> Any:
 
 
 Param = Annotated[Range | Choice | Scalar, BeforeValidator(not_a_list)]
+
+
+def renamed_final(value: Any) -> Any:
+    """`final: certify`, as specs said (and sweeps recorded) before the audit was renamed, is `final: audit`."""
+    return "audit" if value == "certify" else value
 
 
 class PerNorm(BaseModel):
@@ -140,8 +145,9 @@ class Search(BaseModel):
 
 class Scheduler(BaseModel):
     """Early stopping of trials: MO-ASHA (sweeps/moasha.py), rungs at grace_period·η^k epochs up to the trials'
-    epochs (the high end when `epochs` is searched); at each rung a trial continues only if it ranks in the top
-    1/η of the results recorded there, ranked on all the objectives at once."""
+    epochs (`max_epochs`: the high end when `epochs` is searched, a method's own where larger); a trial with fewer
+    epochs meets each rung at the same share of its own. At each rung a trial continues only if it ranks in the
+    top 1/η of the results recorded there, ranked on all the objectives at once by their Pareto fronts."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["moasha"]
@@ -194,8 +200,8 @@ class SweepSpec(BaseModel):
     resources: Resources = Resources()
     scheduler: Scheduler | None = Field(None, description="early stopping; none: every trial trains every epoch")
     max_failures: int = Field(2, ge=0, description="retries of a failed trial from its last checkpoint")
-    final: Literal["none", "certify"] = Field(
-        "none", description="what runs when the search ends: certify = `samat frontier certify` on the front"
+    final: Annotated[Literal["none", "audit"], BeforeValidator(renamed_final)] = Field(
+        "none", description="what runs when the search ends: audit = `samat frontier audit` on the front"
     )
 
     @field_validator("models")
@@ -277,7 +283,8 @@ class SweepSpec(BaseModel):
 
     @model_validator(mode="after")
     def check_scheduler(self):
-        """Every bracket needs a rung below the trials' epochs, or it would stop nothing."""
+        """Every bracket needs a rung below the trials' epochs (`max_epochs`; a trial with fewer meets the rungs at
+        the same shares of its own), or it would stop nothing."""
         if self.scheduler is None:
             return self
         grace, eta, brackets, epochs = (

@@ -13,9 +13,10 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from sweeps.ray_private import check_ray
 from sweeps.space import train_config
 from sweeps.spec import SweepSpec
-from sweeps.whole_files import write_whole_files
+from sweeps.whole_files import upload_whole, write_whole_files
 
 CHECKPOINT_FILE = "checkpoint.pt"
 STATE_SAVE_S = 1  # seconds between Tune's experiment-state saves (see configure_tune)
@@ -36,11 +37,14 @@ def configure_tune() -> None:
       more between saves, so a driver killed at the wrong moment threw away up to 10 s of every new trial's
       epochs. One second bounds that to what a trial trains in its first second; saves during a 1,000-trial
       sweep took 84 ms on average and 148 ms at its end (bench/scale.py);
-    - its copies into a local results folder made file by file whole (sweeps.whole_files)."""
+    - its copies into a local results folder made file by file whole (sweeps.whole_files);
+    - and, before Tune starts, the Ray installed checked: one samat was tested with, where that patch and the
+      other private parts samat uses hold (sweeps.ray_private.check_ray, which raises RayMismatch)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_S))
     write_whole_files()
+    check_ray(upload_whole)
 
 
 def with_result_files(callbacks: list) -> list:

@@ -7,12 +7,12 @@ and an experiment state cut short cannot be resumed. `upload_whole` copies only 
 copy, each file under a hidden `.partial` name beside its own and renamed onto it once written in full: a reader,
 a resumed sweep included, sees the old file or the new one, never a part.
 
-Ray 2.60 offers no hook for this: Tune's syncer calls `ray.train._internal.storage._upload_to_fs_path`, looked
-up at each copy, and `write_whole_files` puts `upload_whole` there, in the driver (the only process that copies
-a staging folder; workers write each checkpoint into a new folder). A public route, a Python `storage_filesystem`
-whose files are written whole, costs each file several calls from pyarrow's threads into Python: measured, it
-made a 1,000-trial sweep 2.5 times longer (bench/scale.py). A URI (s3://...) needs none of this: an object
-store shows an object once it is uploaded whole; such copies go through Ray's own function."""
+Ray 2.60 offers no hook for this: `write_whole_files` puts `upload_whole` in place of the function Tune's syncer
+looks up at each copy (sweeps.ray_private), in the driver (the only process that copies a staging folder; workers
+write each checkpoint into a new folder). A public route, a Python `storage_filesystem` whose files are written
+whole, costs each file several calls from pyarrow's threads into Python: measured, it made a 1,000-trial sweep
+2.5 times longer (bench/scale.py). A URI (s3://...) needs none of this: an object store shows an object once it
+is uploaded whole; such copies go through Ray's own function."""
 
 from __future__ import annotations
 
@@ -22,16 +22,16 @@ import os
 import shutil
 
 import pyarrow.fs
-from ray.train._internal import storage as ray_storage
 
-RAY_UPLOAD = ray_storage._upload_to_fs_path
+from sweeps.ray_private import RAY_UPLOAD, route_tune_uploads
+
 # results file -> the (inode, mtime, size) of the staging file last copied onto it: unchanged, it is not copied again
 copied: dict[str, tuple[int, int, int]] = {}
 
 
 def write_whole_files() -> None:
     """Have Tune's copies into local results folders go through `upload_whole` (in this process)."""
-    ray_storage._upload_to_fs_path = upload_whole
+    route_tune_uploads(upload_whole)
 
 
 def upload_whole(local_path: str, fs: pyarrow.fs.FileSystem, fs_path: str, exclude: list | None = None) -> None:

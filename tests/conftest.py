@@ -14,25 +14,10 @@ from trainables.config import TrainConfig
 from trainables.data import load_digits_data
 from trainables.run import Run, fit
 
-# Test modules that start Ray (sweeps, clusters, schedulers, killed drivers, stopped tracking servers): the
-# torch-only modules beside them use one torch thread (below).
-RAY_MODULES = {
-    "test_sweep",
-    "test_records",
-    "test_structure",
-    "test_moasha",
-    "test_moasha_sweep",
-    "test_trusted_fronts",
-    "test_faults",
-    "test_cluster",
-    "test_tracking_outage",
-    "test_random_kills",
-    "test_storage_faults",
-}
 # Modules that share a costly session fixture, each group one unit of work for xdist, so the fixture runs once.
 SHARED_FIXTURE = {
     **dict.fromkeys(("test_sweep", "test_records", "test_structure"), "tiny_sweep"),
-    **dict.fromkeys(("test_evaluate", "test_certify"), "adversarially_trained_digits"),
+    **dict.fromkeys(("test_evaluate", "test_audit"), "adversarially_trained_digits"),
 }
 # Every module by the time its unit of work took in the suite, longest first: xdist's two workers take units of
 # work in this order, so the last to start is a short one (a module not listed goes last).
@@ -43,7 +28,7 @@ SLOWEST_FIRST = [
     "test_structure",
     "test_tracking_outage",
     "test_evaluate",
-    "test_certify",
+    "test_audit",
     "test_storage_faults",
     "test_moasha_sweep",
     "test_trusted_fronts",
@@ -81,19 +66,14 @@ def pytest_xdist_make_scheduler(config, log):
     return ByModule(config, log)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread_beside_ray(request):
-    """The torch-only tests run beside the other worker's sweeps on 2 cores: with one torch thread each, neither
-    starves the other's trials (torch takes every core by default)."""
-    if module_of(request.node.nodeid) in RAY_MODULES:
-        yield
-        return
+def pytest_configure(config):
+    """Torch runs on one thread in the test processes: the torch-only tests (and the session and module fixtures
+    that train and attack their models, which run before any function-scoped fixture) share 2 cores with the
+    other worker's sweeps, and torch's default of a thread per core made both spin for each other. Ray's trial
+    processes set their own threads (sweeps.trainable)."""
     import torch
 
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +99,7 @@ ROBUST_DIGITS = dict(epochs=10, eps=0.1, attack_steps=5, eval_attacks=("pgd_linf
 @pytest.fixture(scope="session")
 def adversarially_trained_digits(digits):
     """small_cnn adversarially trained on digits (PGD-5 at ε = 0.1, 10 epochs): (fit's metrics, the model in eval
-    mode). test_evaluate compares it with SGD and test_certify attacks it: one unit of work, so it trains once."""
+    mode). test_evaluate compares it with SGD and test_audit attacks it: one unit of work, so it trains once."""
     trained = {}
     config = TrainConfig(method="at", **ROBUST_DIGITS)
     metrics = fit(config, on_epoch=lambda _, run: trained.update(run=run), data=digits)

@@ -16,7 +16,7 @@ import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
-from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.autoscaler._private.util import prepare_config, validate_config  # `ray up`'s own validation (private)
 
 from tests.conftest import epochs_by_process, last_result, random_sweep, results_of, trial_dirs, write_spec
 

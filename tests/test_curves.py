@@ -10,8 +10,10 @@ DIRECTIONS = {"clean_acc": "max", "robust_acc/pgd_linf_0.1": "max"}
 
 
 def trial(trial_id, method, clean, robust, test_clean, curve):
+    """Test metrics as a run reports them: PGD's smallest radius and the objective's alone, the larger one the
+    worst case of the cascade."""
     metrics = {"test/clean_acc": test_clean, "test/robust_acc/fgsm_linf_0.1": 0.5}
-    metrics |= {f"test/robust_acc/pgd_linf_{eps}": acc for eps, acc in curve.items()}
+    metrics |= {f"test/robust_acc{'_upto' if eps == 0.2 else ''}/pgd_linf_{eps}": acc for eps, acc in curve.items()}
     return TrialRow(
         trial_id, "complete", {"method": method}, {"clean_acc": clean, "robust_acc/pgd_linf_0.1": robust}, metrics
     )
@@ -28,10 +30,10 @@ def record():
     return SweepRecord("s", "1", "p", "finished", DIRECTIONS, [None, None], rank_rows(rows, DIRECTIONS))
 
 
-def test_curves_start_clean_and_follow_the_radius(record):
+def test_curves_start_clean_follow_the_radius_and_say_which_points_are_worst_cases(record):
     curves = radius_curves(record.rows[1])
     assert list(curves) == [("pgd", "linf")]  # fgsm has one radius: no curve
-    assert curves[("pgd", "linf")] == [(0.0, 0.94), (0.05, 0.9), (0.1, 0.7), (0.2, 0.3)]
+    assert curves[("pgd", "linf")] == [(0.0, 0.94, False), (0.05, 0.9, False), (0.1, 0.7, False), (0.2, 0.3, True)]
 
 
 def test_best_per_method_and_summary_at_matched_clean(record):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainables.data import DataError, augment, load_dataset
+from trainables.data import DataError, ImageData, augment, load_dataset
 
 
 def write_cifar(root, folder, train_files, test_files, label_key, classes):
@@ -143,3 +143,36 @@ def test_validation_is_held_out_seeded_and_class_stratified(digits):
     assert not torch.equal(digits.hold_out(0.2, seed=1).val_x, split.val_x)
     assert digits.hold_out(0).val_x is None and torch.equal(digits.hold_out(0).selection[0], digits.test_x)
     assert torch.equal(split.selection[0], split.val_x)
+
+
+def class_ordered_data(classes=200, per_class=100, test_per_class=20, shuffle_test=False) -> ImageData:
+    """Images in class order, as Tiny ImageNet's training folders load (all of class 0, then all of class 1...),
+    the test images too unless `shuffle_test`."""
+    generator = torch.Generator().manual_seed(0)
+    train_y = torch.arange(classes).repeat_interleave(per_class)
+    test_y = torch.arange(classes).repeat_interleave(test_per_class)
+    if shuffle_test:
+        test_y = test_y[torch.randperm(len(test_y), generator=generator)]
+    return ImageData(
+        "class_ordered",
+        torch.rand(len(train_y), 1, 8, 8, generator=generator),
+        train_y,
+        torch.rand(len(test_y), 1, 8, 8, generator=generator),
+        test_y,
+        classes,
+        (0.5,),
+        (0.25,),
+        crop_padding=1,
+        flip=False,
+    )
+
+
+def test_every_prefix_of_the_validation_images_samples_every_class():
+    """Of 200 classes in class order, the first eval_n = 1000 and epoch_eval_n = 200 validation images are seeded
+    samples of all of them (in class order they held 100 and 20), the same images every time."""
+    data = class_ordered_data()
+    split = data.hold_out(0.1)
+    assert all((split.val_y == c).sum() == 10 for c in range(200))  # still class-stratified
+    assert len(split.val_y[:1000].unique()) >= 190
+    assert len(split.val_y[:200].unique()) >= 100
+    assert torch.equal(data.hold_out(0.1).val_x, split.val_x)

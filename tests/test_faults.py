@@ -1,7 +1,7 @@
-"""Faults, really caused: a killed trial worker, a diverging trial, an unreachable MLflow, and bad input of every
-kind. Ctrl-C is in test_sweep.py (interrupt, then --resume); a killed driver in test_random_kills.py, a lost
-tracking server in test_tracking_outage.py, a lost node in test_cluster.py, a full or read-only results folder in
-test_storage_faults.py."""
+"""Faults, really caused: a killed trial worker, a diverging trial, a trial that fails and then ends well, an
+unreachable MLflow, and bad input of every kind. Ctrl-C is in test_sweep.py (interrupt, then --resume); a killed
+driver in test_random_kills.py, a lost tracking server in test_tracking_outage.py, a lost node in test_cluster.py,
+a full or read-only results folder in test_storage_faults.py."""
 
 import os
 import signal
@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 
+from analysis.outbox import PENDING_FILE, Outbox
 from analysis.tracking import SweepStore
 from sweeps.cli import main
 from tests.conftest import (
@@ -93,6 +94,28 @@ def test_diverging_trial_fails_alone_and_the_front_ignores_it(tmp_path):
     failed_runs = [r for r in record.rows if r.status == "error"]
     assert len(failed_runs) == len(diverged) and all("lower the learning rate" in r.error for r in failed_runs)
     assert all(r.rank is None for r in failed_runs)
+
+
+def test_trial_that_ends_well_after_it_failed_keeps_no_error(tmp_path):
+    """A trial's run ended FAILED with its error (a crash past its retries); the sweep resumed, the trial trained on
+    and ended well, or was stopped by the scheduler: its run no longer says it failed."""
+    store = SweepStore(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = store.open_sweep("again", {"name": "again"}, {"clean_acc": "max"}, [0.0], str(tmp_path))
+    first = Outbox(store.tracking_uri, "again", parent, tmp_path / PENDING_FILE)
+    for trial in ("finished", "stopped"):
+        first.trial(trial, {"lr": 0.1}, {"method": "sgd", "lr": 0.1}, {})
+        first.epoch(trial, {"epoch": 1, "clean_acc": 0.5}, 1, {})
+        first.finish(trial, "FAILED", "RayActorError: the worker died")
+    resumed = Outbox(store.tracking_uri, "again", parent, tmp_path / PENDING_FILE)
+    for trial in ("finished", "stopped"):
+        resumed.trial(trial, {"lr": 0.1}, {"method": "sgd", "lr": 0.1}, {})
+        resumed.epoch(trial, {"epoch": 2, "clean_acc": 0.6}, 2, {})
+    resumed.finish("finished", "FINISHED", None)
+    resumed.stop("stopped", 2, "MO-ASHA")
+
+    rows = {row.trial_id: row for row in store.load_sweep("again").rows}
+    assert (rows["finished"].status, rows["stopped"].status) == ("complete", "stopped")
+    assert all(row.error is None and "error" not in store.client.get_run(row.run_id).data.tags for row in rows.values())
 
 
 def test_unreachable_tracking_server_exits_2_before_anything_starts(tmp_path, capsys, monkeypatch):

@@ -1,4 +1,4 @@
-"""MO-ASHA (sweeps/moasha.py): its order and rung rule as properties on seeded random cases, the scheduler against
+"""MO-ASHA (sweeps/moasha.py): its rung rule as properties on seeded random cases, the scheduler against
 Ray's own ASHA on one objective, and its rungs through a real Tune interruption and `Tuner.restore`."""
 
 import copy
@@ -16,7 +16,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from analysis.pareto import pareto_ranks
-from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint, continues_at_rung, pareto_order
+from sweeps.moasha import MOASHAScheduler, SchedulerCheckpoint, continues_at_rung
 from sweeps.ray_start import start_ray
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -40,39 +40,6 @@ def random_rung(rng, n_max=25):
 
 def fake_trial(trial_id: str) -> Trial:
     return Trial("__fake", trial_id=trial_id, stub=True)
-
-
-# --- the order ---------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_order_is_a_total_order_of_the_set_alone(seed):
-    rng = np.random.default_rng(seed)
-    for _ in range(40):
-        recorded, new, directions, _ = random_rung(rng, n_max=30)
-        points = np.vstack([recorded, new, recorded[:3]])  # some exact duplicates
-        places = np.array(pareto_order(points.tolist(), directions))
-        for i, j in itertools.combinations(range(len(points)), 2):  # equal points, and only they, share a place
-            assert (places[i] == places[j]) == bool((points[i] == points[j]).all())
-        # a place counts the points before it, and fronts come in order
-        assert all(p == (places < p).sum() for p in places)
-        ranks = np.array(pareto_ranks(points.tolist(), directions))
-        assert all(
-            places[i] < places[j] for i, j in itertools.permutations(range(len(points)), 2) if ranks[i] < ranks[j]
-        )
-        shuffle = rng.permutation(len(points))  # the input order does not matter
-        assert pareto_order(points[shuffle].tolist(), directions) == places[shuffle].tolist()
-
-
-@pytest.mark.parametrize("directions", [["max", "max"], ["min", "max"]])
-def test_inside_a_front_crowding_distance_then_values_decide(directions):
-    sign = np.array([1 if d == "max" else -1 for d in directions])
-    # one front; crowding: the ends infinite, (5, 5) 1.6, (1, 9) and (9, 1) 1.0 each; then a dominated point
-    front = [(10, 0), (0, 10), (5, 5), (9, 1), (1, 9), (4, 4)]
-    points = np.array(front, dtype=float) * sign
-    shuffle = np.random.default_rng(0).permutation(len(points))
-    places = pareto_order(points[shuffle].tolist(), directions)
-    assert [front[i] for i in shuffle[np.argsort(places)]] == front  # ties: lexicographically larger first
 
 
 # --- the rung rule -----------------------------------------------------------------------------------------------
@@ -100,6 +67,88 @@ def test_a_result_dominating_every_other_continues(seed):
         new = best * sign
         assert all(dominates(new, r, directions) for r in recorded)
         assert continues_at_rung(recorded, new, directions, eta)
+
+
+def test_two_results_of_one_front_are_treated_alike_in_either_order_and_column_order():
+    """One result at the rung, then one that neither dominates nor is dominated by it: both continue, whichever
+    came first and whichever objective is listed first (the arrival and the column order once decided it)."""
+    accurate, robust = [0.99, 0.20], [0.95, 0.60]
+    for first, second in ((accurate, robust), (robust, accurate)):
+        assert continues_at_rung([first], second, ["max", "max"], 3)
+        assert continues_at_rung([first[::-1]], second[::-1], ["max", "max"], 3)
+
+
+def same_front_pair(rng):
+    """A rung's other results and two distinct results of one front of all of them, or None if no front has two."""
+    recorded, new, directions, eta = random_rung(rng)
+    points = np.vstack([recorded, new])
+    ranks = np.array(pareto_ranks(points.tolist(), directions))
+    fronts = [f for f in np.unique(ranks) if len(np.unique(points[ranks == f], axis=0)) > 1]
+    if not fronts:
+        return None
+    members = rng.permutation(np.flatnonzero(ranks == rng.choice(fronts)))
+    a = members[0]
+    b = next(i for i in members if (points[i] != points[a]).any())
+    others = np.delete(points, [a, b], axis=0)
+    return others, points[a], points[b], directions, eta
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_results_of_one_front_are_treated_alike_whatever_their_arrival_order(seed):
+    """Of two results in the same front of the rung's results (mutually non-dominated, and dominated by the same
+    number of fronts), the one that arrives second gets the same decision, whichever of the two it is."""
+    rng = np.random.default_rng(seed)
+    decisions = []
+    while len(decisions) < 150:
+        case = same_front_pair(rng)
+        if case is None:
+            continue
+        others, a, b, directions, eta = case
+        assert not dominates(a, b, directions) and not dominates(b, a, directions)
+        b_second = continues_at_rung(np.vstack([others, a]), b, directions, eta)
+        assert continues_at_rung(np.vstack([others, b]), a, directions, eta) == b_second
+        decisions.append(b_second)
+    assert 0 < sum(decisions) < len(decisions)  # both decisions occur: the property is not vacuous
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decision_ignores_the_objectives_order_scale_and_offset(seed):
+    """With several objectives the decision reads only which result dominates which, so any order of the
+    objectives and any increasing affine map of each (positive factor, any offset) give the same decisions. With
+    one objective it is Ray's value rule: invariant to a positive factor and an offset in exact arithmetic, and in
+    floating point to powers of two, which scale the interpolated cutoff exactly."""
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        recorded, new, directions, eta = random_rung(rng)
+        points, m = np.vstack([recorded, new]), len(directions)
+        decision = continues_at_rung(recorded, new, directions, eta)
+        columns = rng.permutation(m)
+        swapped = points[:, columns]
+        assert continues_at_rung(swapped[:-1], swapped[-1], [directions[c] for c in columns], eta) == decision
+        if m == 1:
+            moved = points * 2.0 ** rng.integers(-20, 21)
+        else:
+            moved = points * 10 ** rng.uniform(-3, 3, m) + rng.uniform(-10, 10, m)
+            for before, after in zip(points.T, moved.T):  # the map kept every comparison of the values
+                assert (np.sign(np.subtract.outer(before, before)) == np.sign(np.subtract.outer(after, after))).all()
+        assert continues_at_rung(moved[:-1], moved[-1], directions, eta) == decision
+
+
+@pytest.mark.parametrize("directions", [["max", "max"], ["min", "max"]])
+def test_a_front_across_the_cutoff_continues_whole_iff_the_cutoff_is_in_its_worse_half(directions):
+    """η = 2, so the cutoff sits at position (n − 1)/2 of the n recorded results sorted worst first (0 the worst).
+    A front of five, four of them recorded and the fifth arriving, whichever it is: with one worse result and three
+    better ones recorded it spans positions 1-4 of 8, its middle 2.5 is below the cutoff 3.5 and it stops; with two
+    better ones, 1-4 of 7, 2.5 below 3: it stops; with three worse and two better, 3-6 of 9, its middle 4.5 clears
+    4 and it continues. Neither the front's ends (NSGA-II's infinite crowding distance) nor its lexicographically
+    largest member come first."""
+    sign = np.array([1 if d == "max" else -1 for d in directions])
+    front = [(10, 0), (0, 10), (5, 5), (9, 1), (1, 9)]
+    better, worse = [(11, 11), (12, 10.5), (10.5, 12)], [(0, 0), (-1, -1), (-2, -2)]
+    for others, continues in ((better + worse[:1], False), (better[:2] + worse[:1], False), (better[:2] + worse, True)):
+        for last in range(len(front)):
+            recorded = np.array(others + front[:last] + front[last + 1 :]) * sign
+            assert continues_at_rung(recorded, np.array(front[last]) * sign, directions, 2) == continues
 
 
 @pytest.mark.parametrize("eta", [2, 2.5, 3, 4])
@@ -150,7 +199,8 @@ def test_one_objective_is_rays_percentile_rule_to_the_bit(seed):
 @pytest.mark.parametrize("seed,brackets", [(s, 1) for s in range(6)] + [(s, 3) for s in range(6, 8)])
 def test_one_objective_decisions_equal_ray_asha(seed, brackets):
     """The same random interleaving of trials' results (some epochs skipped, ties in coarse values) through both
-    schedulers' on_trial_add / on_trial_result / on_trial_complete, as Tune calls them."""
+    schedulers' on_trial_add / on_trial_result / on_trial_complete, as Tune calls them; every trial with the same
+    budget, Ray's max_t."""
     rng = np.random.default_rng(seed)
     max_t = int(rng.integers(2, 30))
     grace, eta = int(rng.integers(1, max(2, max_t // 3))), float(rng.choice([1.5, 2, 3, 4]))
@@ -165,7 +215,14 @@ def test_one_objective_decisions_equal_ray_asha(seed, brackets):
         brackets=brackets,
     )
     ours = MOASHAScheduler(
-        ["v"], [mode], time_attr="epoch", max_t=max_t, grace_period=grace, reduction_factor=eta, brackets=brackets
+        ["v"],
+        [mode],
+        time_attr="epoch",
+        max_t=max_t,
+        grace_period=grace,
+        reduction_factor=eta,
+        brackets=brackets,
+        budget=None if seed % 2 else lambda config: max_t,  # every trial's budget max_t, given or by default
     )
     trials = [fake_trial(f"t{i:03d}") for i in range(int(rng.integers(10, 50)))]
     for i, trial in enumerate(trials):
@@ -214,17 +271,83 @@ def test_a_dominating_trial_continues_whatever_the_arrival_order():
             assert trial_id != "best" or decision == CONTINUE, arrival
         decisions_of_last.setdefault(arrival[-1], set()).add(decision)
         assert len(scheduler.brackets[0][0].recorded) == len(results)
-    # arriving last, each meets the same set whatever the order before it: one decision each. The order of the
-    # six: best; then front 2, its ends d and c (infinite crowding; d lexicographically larger), e, b; then a.
-    # With 5 recorded and η = 2 the cutoff is the 3rd from the worst, so the first three continue.
+    # arriving last, each meets the same set whatever the order before it: one decision each. The fronts of the
+    # six: best; d, b, e, c; a. With 5 recorded and η = 2 the cutoff sits at position 2 (0 the worst): best at 4.5
+    # continues, a member of front 2 in the middle of positions 1-3 (at 2) continues, a at -0.5 stops.
     assert decisions_of_last == {
         "best": {CONTINUE},
         "d": {CONTINUE},
         "c": {CONTINUE},
-        "e": {STOP},
-        "b": {STOP},
+        "e": {CONTINUE},
+        "b": {CONTINUE},
         "a": {STOP},
     }
+
+
+def two_budget_trials(tmp_path) -> tuple[MOASHAScheduler, dict[str, Trial]]:
+    """The spec's scheduler (rungs at 10, 30 and 90 of 100 epochs) and trials with the configs its searcher
+    proposes: sgd trains the spec's 100 epochs, fast_at its own 15."""
+    from sweeps.run import make_scheduler
+    from sweeps.search import make_searcher
+    from sweeps.space import train_config
+    from sweeps.spec import validate_spec
+
+    spec = validate_spec(
+        {
+            **SPEC,
+            "methods": {"sgd": {}, "fast_at": {"epochs": 15, "schedule": "cyclic"}},
+            "train": {"epochs": 100},
+            "search": {"sampler": "random"},
+            "scheduler": {"type": "moasha", "grace_period": 10, "reduction_factor": 3},
+        }
+    )
+    searcher = make_searcher(spec, "t", f"sqlite:///{tmp_path / 'optuna.db'}").searcher
+    configs = {}
+    for i in itertools.count():
+        config = searcher.suggest(f"t{i}")
+        configs.setdefault(config["method"], []).append(config)
+        if len(configs.get("sgd", [])) >= 1 and len(configs.get("fast_at", [])) >= 3:
+            break
+    assert [train_config(configs[m][0]).epochs for m in ("sgd", "fast_at")] == [100, 15]
+    trials = {"long": Trial("__fake", config=configs["sgd"][0], trial_id="long", stub=True)}
+    trials |= {
+        f"short{i}": Trial("__fake", config=c, trial_id=f"short{i}", stub=True)
+        for i, c in enumerate(configs["fast_at"])
+    }
+    scheduler = make_scheduler(spec)
+    assert [r.milestone for r in scheduler.brackets[0]] == [10, 30, 90]
+    for trial in trials.values():
+        scheduler.on_trial_add(None, trial)
+    return scheduler, trials
+
+
+def test_a_shorter_budget_meets_the_rungs_at_the_same_shares_of_it(tmp_path):
+    """Rungs at 10 %, 30 % and 90 % of 100 epochs: a 15-epoch trial meets them at epochs 2, 5 and 14 (the first
+    epochs at or past 1.5, 4.5 and 13.5), is judged there against the 100-epoch trials' epochs 10, 30 and 90, and
+    its 15th epoch ends it as the 100th ends the others: finished, not stopped, and never judged."""
+    scheduler, trials = two_budget_trials(tmp_path)
+    values = {"clean_acc": 0.5, "robust_acc/pgd_linf_2of255": 0.3}
+    entered, decisions = {}, []
+    for epoch in range(1, 16):
+        decisions.append(scheduler.on_trial_result(None, trials["short0"], {"epoch": epoch, **values}))
+        for i, rung in enumerate(scheduler.brackets[0]):
+            if "short0" in rung.recorded:
+                entered.setdefault(i, epoch)
+    assert entered == {0: 2, 1: 5, 2: 14}
+    assert decisions == [CONTINUE] * 14 + [STOP] and not scheduler.stopped_at
+
+    strong = {"clean_acc": 0.9, "robust_acc/pgd_linf_2of255": 0.6}
+    assert scheduler.on_trial_result(None, trials["long"], {"epoch": 10, **strong}) == CONTINUE
+    weak = {"clean_acc": 0.4, "robust_acc/pgd_linf_2of255": 0.2}  # dominated by both results at the first rung
+    assert scheduler.on_trial_result(None, trials["short1"], {"epoch": 1, **weak}) == CONTINUE
+    assert scheduler.on_trial_result(None, trials["short1"], {"epoch": 2, **weak}) == STOP
+    assert scheduler.stopped_at == {"short1": 2}
+
+    worst = {"clean_acc": 0.0, "robust_acc/pgd_linf_2of255": 0.0}
+    result = {"epoch": 15, **worst}  # its last epoch: it finished its budget, whatever its values
+    assert scheduler.on_trial_result(None, trials["short2"], result) == STOP and "short2" not in scheduler.stopped_at
+    scheduler.on_trial_complete(None, trials["short2"], result)  # as Ray's ASHA: recorded at the highest rung
+    assert [("short2" in r.recorded) for r in scheduler.brackets[0]] == [False, False, True]
 
 
 def test_results_without_finite_objectives_are_not_recorded_and_do_not_crash():
@@ -380,6 +503,7 @@ def test_the_spec_gives_the_scheduler_its_objectives_and_epochs(epochs, max_t):
 
 
 def test_optuna_hears_pruned_for_a_stopped_trial_fail_for_a_failed_one(tmp_path):
+    from sweeps.ray_private import optuna_study
     from sweeps.search import make_searcher
     from sweeps.spec import validate_spec
 
@@ -395,7 +519,7 @@ def test_optuna_hears_pruned_for_a_stopped_trial_fail_for_a_failed_one(tmp_path)
     for trial_id, (result, _) in outcomes.items():
         assert searcher.suggest(trial_id)["epochs"] == 4 and searcher.planned_epochs[trial_id] == 4
         searcher.on_trial_complete(trial_id, result, error=result is None)
-    study = searcher._ot_study
+    study = optuna_study(searcher)
     assert [t.state.name for t in study.trials] == [state for _, state in outcomes.values()]
     assert study.trials[0].values == [0.5, 0.5] and study.trials[1].values is None  # PRUNED carries no values
     searcher.save(str(tmp_path / "searcher.pkl"))  # what Tune saves with each experiment checkpoint

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.pareto import _ranks_2d, _ranks_by_peeling, as_maximised, hypervolume, pareto_front, pareto_ranks
-from analysis.trials import TrialRow, front, objective_values, rank_rows
+from analysis.trials import SweepRecord, TrialRow, front, objective_values, rank_rows
 
 
 def dominates(a, b, directions):
@@ -106,3 +106,46 @@ def test_rank_rows_ignores_failed_unfinished_and_nan():
 def test_objective_values_are_keyed_by_name_not_position():
     row = TrialRow("t", "complete", {}, {"robust_acc/x": 0.2, "clean_acc": 0.9})
     assert objective_values(row, {"clean_acc": "max", "robust_acc/x": "max"}) == [0.9, 0.2]
+
+
+def reseeded_front(new_seeds: dict[str, list[tuple[float, float]]]) -> SweepRecord:
+    """Two front points a (cleaner) and b (more robust), selected at seed 0 with high values, and their new seeds'
+    (clean, robust) values."""
+    directions = {"clean_acc": "max", "robust_acc/pgd_linf_0.1": "max"}
+    rows = [
+        TrialRow("a", "complete", {"method": "sgd"}, {"clean_acc": 0.99, "robust_acc/pgd_linf_0.1": 0.30}),
+        TrialRow("b", "complete", {"method": "at"}, {"clean_acc": 0.96, "robust_acc/pgd_linf_0.1": 0.70}),
+    ]
+    record = SweepRecord("s", "1", "p", "finished", directions, [None, None], rank_rows(rows, directions))
+    record.reseeds = {
+        trial: [
+            TrialRow(f"{trial}{k}", "complete", {}, {"clean_acc": c, "robust_acc/pgd_linf_0.1": r})
+            for k, (c, r) in enumerate(values)
+        ]
+        for trial, values in new_seeds.items()
+    }
+    return record
+
+
+def test_seed_statistics_leave_out_the_selected_seed():
+    """The search chose each point for its values at its own seed (the winner's curse): the new seeds' figures are
+    reported apart from them, and the selected value never enters their mean."""
+    record = reseeded_front({"a": [(0.95, 0.25), (0.97, 0.27)], "b": [(0.94, 0.60), (0.92, 0.64)]})
+    stats = record.seed_stats(record.front[0])
+    assert stats["clean_acc"].n == 2 and stats["clean_acc"].mean == pytest.approx(0.96)
+    assert stats["robust_acc/pgd_linf_0.1"].mean == pytest.approx(0.26)
+
+
+def test_front_neighbours_are_told_apart_by_welchs_test_on_the_new_seeds():
+    """Ten new seeds each, whose mean ± std intervals overlap in both objectives, but whose robust accuracies differ
+    far beyond their noise (Welch's t-test: p < 0.001): separable. Seeds that differ within their noise: not."""
+    noise = [0.01 * (k % 2 * 2 - 1) for k in range(10)]  # ± 0.01 alternately: std 0.0105
+    separable = reseeded_front(
+        {
+            "a": [(0.960 + e, 0.500 + e) for e in noise],
+            "b": [(0.958 + e, 0.515 + e) for e in noise],
+        }
+    )
+    assert separable.inseparable() == {}
+    alike = reseeded_front({"a": [(0.96, 0.50), (0.97, 0.52)], "b": [(0.95, 0.51), (0.97, 0.50)]})
+    assert alike.inseparable() == {"a": "b", "b": "a"}

@@ -1,6 +1,7 @@
 """What a real short sweep leaves in MLflow, read back through the client, the CLI and a real MLflow server."""
 
 import json
+import os
 import random
 import re
 import signal
@@ -103,6 +104,33 @@ def test_show_list_plot_and_compare(tiny_sweep, tmp_path, capsys):
     compared = capsys.readouterr().out
     shares = re.findall(r"(\d+)%", compared)
     assert shares == ["0", "0"], compared  # a front never dominates itself
+
+
+def test_every_frontier_command_finds_the_sweep_samat_results_names(tiny_sweep, tmp_path, monkeypatch, capsys):
+    """`SAMAT_RESULTS=DIR samat sweep` and then a plain `samat frontier ...` look in the same place: the results
+    folder comes from one resolver for every command (with no --results or --tracking-uri given)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SAMAT_RESULTS", str(tiny_sweep.path).rsplit("/", 1)[0])
+    monkeypatch.chdir(tmp_path)  # no ./results here
+    assert frontier("list") == 0 and "tiny" in capsys.readouterr().out
+    assert frontier("show", "tiny") == 0 and all(r.trial_id in capsys.readouterr().out for r in tiny_sweep.front)
+    assert frontier("export", "tiny", "-o", str(tmp_path / "t.json")) == 0
+    assert len(read_table(tmp_path / "t.json")) == len(tiny_sweep.trials)
+
+
+def test_tables_piped_to_a_file_keep_whole_values(tiny_sweep, tmp_path):
+    """stdout to a pipe (CI logs, `tee`): no column of the front table is cut to fit 80 columns."""
+    shown = subprocess.run(
+        [SAMAT, "frontier", "show", "tiny", "--tracking-uri", tiny_sweep.tracking_uri],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": ""},
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "…" not in shown.stdout
+    assert "robust_acc/pgd_linf_0.1" in shown.stdout and "test/robust_acc/pgd_linf_0.1" in shown.stdout
+    assert all(r.trial_id in shown.stdout for r in tiny_sweep.front)
 
 
 @pytest.mark.parametrize(

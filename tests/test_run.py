@@ -1,10 +1,12 @@
 """Runs: repeatable, resumable from checkpoints to identical results, safe against foreign files, and loud on NaN."""
 
 import math
+import warnings
 
 import pytest
 import torch
 
+from tests.test_data import class_ordered_data
 from trainables.config import TrainConfig
 from trainables.run import CheckpointError, DivergenceError, Run, fit, lr_factor, read_checkpoint
 
@@ -235,3 +237,36 @@ def test_channels_last_and_compile_train_and_checkpoint_like_the_plain_model(tmp
     plain.load(path)  # a compiled run's checkpoint loads into a plain one
     for a, b in zip(plain.net.state_dict().values(), run.net.state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu())
+
+
+def test_guard_batch_samples_every_class_alike_for_every_trial_seed_and_resume(tmp_path):
+    """On images in class order the guard's minibatch still holds many classes (the first 128 training images hold
+    two), and it, like the validation order, is the same for another trial seed and after a checkpoint round trip."""
+    data = class_ordered_data(shuffle_test=True)
+    config = TrainConfig(model="mlp", method="fast_at", eps=0.1, epochs=2, val_split=0.1, eval_attacks=())
+    run = Run(config, data)
+    assert len(run.guard.y.unique()) >= 80
+    run.train_epoch()
+    run.guard.check(run)
+    path = run.save(tmp_path / "ck.pt")
+    resumed = Run(config, data)
+    resumed.load(path)
+    for other in (Run(config.model_copy(update={"seed": 1}), data), resumed):
+        assert torch.equal(other.guard.x, run.guard.x) and torch.equal(other.guard.y, run.guard.y)
+        assert torch.equal(other.data.val_x, run.data.val_x)
+
+
+def few_classes_warnings(data) -> list[str]:
+    """The warnings about few classes in the test images' prefix that a 2-epoch run on `data` gives."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning, repeated ones too
+        fit(TrainConfig(model="mlp", epochs=2, val_split=0.1, eval_attacks=()), data=data)
+    return [str(w.message) for w in caught if "test images" in str(w.message)]
+
+
+def test_a_test_prefix_of_few_classes_is_said_once_per_run():
+    """The first eval_n = 1000 of 4000 test images in class order hold 50 of the 200 classes: one warning for the
+    run, none when the same test images are shuffled."""
+    (message,) = few_classes_warnings(class_ordered_data())
+    assert "class_ordered" in message and "1000" in message and "50 of its 200 classes" in message
+    assert few_classes_warnings(class_ordered_data(shuffle_test=True)) == []

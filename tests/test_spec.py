@@ -5,6 +5,7 @@ import pytest
 
 from sweeps.space import SearchSpace, searched_params, train_config
 from sweeps.spec import SpecError, available_specs, load_spec, validate_spec
+from tests.conftest import tiny_spec
 
 GOOD = {
     "name": "t",
@@ -205,3 +206,12 @@ def test_eps_ranges_per_norm_follow_the_trials_norm():
         assert f"at.eps.{cfg.norm}" in params and searched["eps"] == cfg.eps and searched["norm"] == cfg.norm
         assert cfg.step_schedule == "paper" and cfg.alpha is None  # the step rule (test_step) resolves both from ε
     assert norms == {"linf", "l2"}
+
+
+def test_final_audit_and_the_name_recorded_sweeps_have():
+    """`final: audit` runs `samat frontier audit`; sweeps recorded before the rename stored `final: certify`, which
+    still reads (reseeding and auditing them re-read their spec)."""
+    assert validate_spec(tiny_spec(final="audit")).final == "audit"
+    assert validate_spec(tiny_spec(final="certify")).final == "audit"
+    with pytest.raises(SpecError, match="final"):
+        validate_spec(tiny_spec(final="prove"))

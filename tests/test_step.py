@@ -224,7 +224,8 @@ def test_methods_compose_the_right_perturbations():
     ],
 )
 def test_paper_step_schedule_ties_steps_and_alpha_to_eps(norm, eps, steps, alpha_over_eps):
-    """The paper's AT (REFERENCE.md §1): ℓ∞ ε <= 2/255 -> 5 steps of ε/2, larger -> 10 steps of ε/4; ℓ2 -> 5 of ε/2."""
+    """The paper's AT settings (arXiv 2402.15152): ℓ∞ ε <= 2/255 -> 5 steps of ε/2, larger -> 10 steps of ε/4; ℓ2 -> 5
+    of ε/2."""
     assert pgd_steps(norm, eps, step_schedule="paper") == (steps, pytest.approx(eps * alpha_over_eps))
     for method in ("at", "sam_at"):
         pgd = make_step(method, norm=norm, eps=eps, attack_steps=7, step_schedule="paper").input_perturbation

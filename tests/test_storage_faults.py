@@ -1,9 +1,10 @@
 """The results folder fills up, and later turns read-only, in the middle of one sweep, on a real small disk (a
-tmpfs mounted for the test: it needs root, and is skipped where mounting is not allowed). Each time the sweep
-stops within seconds with one line naming the folder and exit 1, and no file written before the fault is lost or
-emptied; once the folder can be written again `--resume` goes on, and at the end Optuna, Ray and MLflow agree as
-after an uninterrupted sweep. Below it, Tune's copies into the results folder on their own: read and killed in the
-middle, and run onto a full disk, through Ray's upload (which cuts files short) and samat's (sweeps.whole_files)."""
+tmpfs mounted for the test: it needs root, and is skipped without it; as root, as on CI, a failed mount fails).
+Each time the sweep stops within seconds with one line naming the folder and exit 1, and no file written before the
+fault is lost or emptied; once the folder can be written again `--resume` goes on, and at the end Optuna, Ray and
+MLflow agree as after an uninterrupted sweep. Below it, Tune's copies into the results folder on their own: read
+and killed in the middle, and run onto a full disk, through Ray's upload (which cuts files short) and samat's
+(sweeps.whole_files)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.fs
 import pytest
-from ray.train._internal.storage import _delete_fs_path
+from ray.train._internal.storage import _delete_fs_path  # what Tune deletes old checkpoints with (private)
 
 from sweeps.storage import quiet_storage_errors
 from sweeps.whole_files import RAY_UPLOAD, upload_whole
@@ -39,7 +40,10 @@ def small_disk(tmp_path):
     try:
         mount("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(results))
     except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount a small disk here: {getattr(e, 'stderr', b'').decode().strip() or e}")
+        why = getattr(e, "stderr", b"").decode().strip() or e
+        if os.geteuid() == 0:  # CI runs as root: there a disk that cannot be mounted fails the run, never skips
+            pytest.fail(f"cannot mount a small disk as root: {why}")
+        pytest.skip(f"mounting a small disk needs root: {why}")
     yield results
     # lazily: a Ray process of the resumed sweep may still hold a file there for a moment, and a busy mount would
     # otherwise stay behind after the test

@@ -11,7 +11,7 @@ import pytest
 from sweeps.space import SearchSpace, method_key, searched_params, train_config
 from sweeps.spec import available_specs, load_spec
 from tests.conftest import SAMAT
-from trainables.vocabulary import METHOD_PARAMS, METHODS, metric_on_test, parse_attack, reported_metrics
+from trainables.vocabulary import METHOD_PARAMS, METHODS, metric_on_test, parse_attack, reported_metrics, robust_metrics
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -41,7 +41,7 @@ def test_ruff_lint_and_format_are_clean():
         ["train"],
         ["sweep"],
         ["frontier"],
-        *(["frontier", a] for a in ("list", "show", "export", "plot", "compare", "ui", "certify", "reseed")),
+        *(["frontier", a] for a in ("list", "show", "export", "plot", "compare", "ui", "audit", "reseed")),
     ],
 )
 def test_every_help_exits_0(command):
@@ -99,7 +99,8 @@ def test_frontier_list_reads_the_sweep_index_while_it_matches_the_database(tiny_
 def test_every_metric_a_spec_may_name_is_reported_by_its_trials(name):
     """The spec's objective vocabulary and the training core's reported metrics are one list: a spec's objectives
     (timings included) are metrics its trials report per epoch on validation images, also as NaN when a trial
-    diverges, and every attack it names is reported on the test images under `test/`."""
+    diverges, and every attack it names is reported on the test images under `test/` (alone, or as the worst case
+    of its cascade of radii)."""
     spec = load_spec(name)
     study = optuna.create_study(directions=["maximize"] * len(spec.directions))
     for _ in range(8):
@@ -107,9 +108,9 @@ def test_every_metric_a_spec_may_name_is_reported_by_its_trials(name):
         config |= trial.params
         cfg = train_config(config)
         assert set(spec.directions) <= set(cfg.metric_names) and not any(m.startswith("test/") for m in spec.directions)
-        assert {metric_on_test(parse_attack(a).metric) for a in [spec.objective_attack, *spec.final_attacks]} <= set(
-            cfg.metric_names
-        )
+        attacks = [parse_attack(a) for a in [spec.objective_attack, *spec.final_attacks]]
+        tested = robust_metrics(attacks, standalone=cfg.epoch_attack_specs)  # a cascade's radii: robust_acc_upto/
+        assert {metric_on_test(m) for m in tested.values()} <= set(cfg.metric_names)
         assert set(cfg.metric_names) == set(reported_metrics(cfg.epoch_attacks, cfg.eval_attacks))
 
 

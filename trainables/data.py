@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from trainables.usage import UsageError
 from trainables.vocabulary import DATASETS
 
 SPLIT_SEED = 0  # the validation split's: the same images for every trial, seed and resumed run
 
 
-class DataError(Exception):
+class DataError(UsageError):
     """A data set that cannot be found or read; the message says where it was looked for and how to get it."""
 
 
@@ -57,7 +58,9 @@ class ImageData:
 
     def hold_out(self, fraction: float, seed: int = SPLIT_SEED) -> ImageData:
         """A copy whose validation set is a seeded, class-stratified `fraction` of the training images (each
-        class gives round(fraction x its count)), removed from training; 0 holds out nothing."""
+        class gives round(fraction x its count)), removed from training; 0 holds out nothing. The validation
+        images come in a seeded random order, so that any prefix of them (the first `eval_n`, `epoch_eval_n`) is
+        a seeded sample of the whole split: training images may load class by class (Tiny ImageNet's do)."""
         if not fraction:
             return dataclasses.replace(self, val_x=None, val_y=None)
         generator = torch.Generator().manual_seed(seed)
@@ -66,7 +69,8 @@ class ImageData:
         for c in range(self.num_classes):
             members = (labels == c).nonzero().flatten()
             picked.append(members[torch.randperm(len(members), generator=generator)[: round(fraction * len(members))]])
-        val = torch.cat(picked).sort().values.to(self.train_y.device)
+        val = torch.cat(picked)
+        val = val[torch.randperm(len(val), generator=generator)].to(self.train_y.device)
         train = torch.ones(len(labels), dtype=torch.bool, device=self.train_y.device)
         train[val] = False
         return dataclasses.replace(
@@ -76,6 +80,27 @@ class ImageData:
             val_x=self.train_x[val],
             val_y=self.train_y[val],
         )
+
+    def train_sample(self, n: int, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` training images (and labels) drawn at random by a seeded generator: the same for every trial, seed
+        and resumed run, and from every class even where the images load class by class."""
+        drawn = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(seed))[:n]
+        drawn = drawn.to(self.train_y.device)
+        return self.train_x[drawn], self.train_y[drawn]
+
+    def test_prefix_coverage(self, n: int) -> tuple[int, int, float]:
+        """How many images the first `n` test images are, how many classes they hold, and the chance that as many
+        images drawn at random from the test set would hold no more classes. Each class's presence in the draw is
+        taken as independent of the others' (a Poisson binomial count): the true count varies less, so the chance
+        is if anything too high, and a shuffled test set is not taken for an ordered one."""
+        labels = self.test_y.cpu()
+        n = min(n, len(labels))
+        covered = len(labels[:n].unique())
+        share = torch.bincount(labels, minlength=self.num_classes).double() / len(labels)
+        count = torch.ones(1, dtype=torch.float64)  # distribution of the number of classes drawn, over classes
+        for present in (1 - (1 - share) ** n).tolist():
+            count = F.pad(count * (1 - present), (0, 1)) + F.pad(count * present, (1, 0))
+        return n, covered, count[: covered + 1].sum().item()
 
     @property
     def selection(self) -> tuple[torch.Tensor, torch.Tensor]:

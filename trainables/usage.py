@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by every `samat` subcommand: usage errors as one line with exit status 2.
+"""Command-line plumbing shared by every `samat` subcommand: usage errors as one line with exit status 2, and the
+consoles commands print to.
 
 Imports no torch (nor Ray, MLflow): `samat --help` and `samat frontier` stay quick."""
 
@@ -7,13 +8,27 @@ from __future__ import annotations
 import argparse
 
 from pydantic import ValidationError
+from rich.console import Console
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
 
 
 class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit status 2, nothing written."""
+    """Bad input from the user: printed as one line, exit status 2, nothing written. Every error a user can fix by
+    what they give (a spec, a data folder, a checkpoint, a tracking store, a results folder, the Ray installed)
+    is one of these, so `samat` translates them all in one place (sweeps/cli.py)."""
+
+
+# wide enough for any table samat prints: a pipe or a file gets whole values, never cells cut to 80 columns
+UNBOUNDED_WIDTH = 100_000
+
+
+def terminal_console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr) that fits the terminal, and prints whole lines and tables when it is not one
+    (CI logs, `tee`, a file)."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=UNBOUNDED_WIDTH)
 
 
 class OneLineParser(argparse.ArgumentParser):

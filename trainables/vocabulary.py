@@ -32,7 +32,7 @@ from typing import Literal, get_args
 Method = Literal["sgd", "sam", "asam", "at", "fast_at", "sam_at"]
 Model = Literal["small_cnn", "mlp", "preact_resnet18", "wrn", "vit_tiny"]
 Dataset = Literal["digits", "cifar10", "cifar100", "tinyimagenet"]
-# the share of the training images held out for validation, per data set (digits: 288 of 1438 images;
+# the share of the training images held out for validation, per data set (digits: 287 of 1438 images;
 # CIFAR: 5000 of 50000; Tiny ImageNet: 10000 of 100000), drawn with a fixed seed so every trial sees the same
 DEFAULT_VAL_SPLIT = {"digits": 0.2, "cifar10": 0.1, "cifar100": 0.1, "tinyimagenet": 0.1}
 METHODS: tuple[str, ...] = get_args(Method)
@@ -68,8 +68,10 @@ GUARD_ROBUST_ACC = "guard_robust_acc"  # PGD accuracy on the guard's fixed train
 COLLAPSED = "collapsed"  # 1 once the guard stopped training on a collapse, else 0
 COLLAPSE_EPOCH = "collapse_epoch"  # the epoch whose collapse stopped training (reported once collapsed)
 BEST_EPOCH = "best_epoch"  # the epoch of the best guard accuracy: a collapsed run ends with its weights
-ROBUST_PREFIX = "robust_acc/"
-
+ROBUST_PREFIX = "robust_acc/"  # accuracy under one attack at its own radius
+# accuracy under an attack at its own radius and at every smaller radius of the same kind, norm and steps that
+# was evaluated with it: the worst case over those radii (see `robust_metrics`)
+ROBUST_UPTO_PREFIX = "robust_acc_upto/"
 
 TEST_PREFIX = "test/"  # the test set's metrics, evaluated once after the last epoch (the others: validation)
 
@@ -82,13 +84,31 @@ def metric_on_test(metric: str) -> str:
     return f"{TEST_PREFIX}{metric}"
 
 
+def robust_metrics(attacks, standalone=()) -> dict[AttackSpec, str]:
+    """The metric each attack reports when `attacks` are evaluated together (trainables.evaluate.evaluate).
+    Attacks of one kind, norm and step count at several radii form a cascade: each larger radius attacks only
+    the images every smaller one left standing, so its figure is the worst case over all of them and is named
+    `robust_acc_upto/<attack>`. The smallest radius of a kind, and any attack in `standalone` (measured alone on
+    every image), report `robust_acc/<attack>`: accuracy under that attack alone."""
+    metrics, kinds = {}, set()
+    for attack in sorted(attacks, key=lambda a: a.eps):
+        kind = (attack.kind, attack.norm, attack.steps)
+        worst_case = kind in kinds and attack not in standalone
+        metrics[attack] = (ROBUST_UPTO_PREFIX if worst_case else ROBUST_PREFIX) + attack.name
+        kinds.add(kind)
+    return {a: metrics[a] for a in attacks}
+
+
 def reported_metrics(epoch_attacks, test_attacks=()) -> list[str]:
-    """Every metric a run reports: the base ones and robust accuracy per epoch attack (on the validation images),
-    then clean accuracy, loss and robust accuracy per final attack on the test images."""
+    """Every metric a run reports: the base ones and robust accuracy per epoch attack (on the validation images,
+    each measured alone), then clean accuracy, loss and robust accuracy per final attack on the test images,
+    where the epoch attacks are measured alone and the others may cascade (`robust_metrics`)."""
+    epoch = [parse_attack(a) for a in epoch_attacks]
+    test = robust_metrics(list({parse_attack(a): None for a in test_attacks}), standalone=epoch)
     return [
         *BASE_METRICS,
-        *(robust_metric(a) for a in epoch_attacks),
-        *(metric_on_test(m) for m in (CLEAN_ACC, TEST_LOSS, *(robust_metric(a) for a in test_attacks))),
+        *(a.metric for a in epoch),
+        *(metric_on_test(m) for m in (CLEAN_ACC, TEST_LOSS, *test.values())),
     ]
 
 

@@ -1,4 +1,5 @@
-"""`samat train`: one model, a progress bar, a final table (or `--json`). Flags come from TrainConfig."""
+"""`samat train`'s handler: one model, a progress bar, a final table (or `--json`). Its flags come from TrainConfig
+(`add_config_flags`, which the command tree in sweeps/cli.py calls)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trainables.config import TrainConfig
-from trainables.usage import UsageError, describe_validation_error, flag, show
+from trainables.settings import data_dir
+from trainables.usage import UsageError, describe_validation_error, flag, show, terminal_console
 
 
 def add_config_flags(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
@@ -40,26 +42,13 @@ def config_from_args(args: argparse.Namespace, model: type[BaseModel] = TrainCon
         raise UsageError(describe_validation_error(e)) from None
 
 
-def add_train_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="train one model and evaluate its clean and robust accuracy",
-        description="Train one model with torch alone (no Ray) and print its clean and robust accuracy.",
-    )
-    add_config_flags(parser, TrainConfig)
-    parser.add_argument("--json", action="store_true", help="print the final metrics as one JSON object on stdout")
-    parser.add_argument("--save", metavar="FILE", help="write a checkpoint here after every epoch")
-    parser.add_argument("--resume", metavar="FILE", help="continue from a checkpoint written by --save")
-    parser.set_defaults(handler=train_command)
-
-
-def train_command(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace) -> int:
     # the torch core, imported when training: torch takes 3-7 s to import, which `samat --help` need not pay
-    from trainables.data import DataError  # noqa: PLC0415
-    from trainables.run import CheckpointError, Run, fit, resolve_device  # noqa: PLC0415
+    from trainables.run import Run, fit, resolve_device  # noqa: PLC0415
 
     config = config_from_args(args)
-    if config.dataset != "digits" and not config.download and not Path(config.data_dir).expanduser().is_dir():
+    config = config.model_copy(update={"data_dir": data_dir(config.data_dir)})  # SAMAT_DATA_ROOT, as sweeps do
+    if config.dataset != "digits" and not config.download and not Path(config.data_dir).is_dir():
         raise UsageError(
             f"--data-dir={show(config.data_dir)}: no such folder (it should hold the {config.dataset} "
             f"files; --download fetches CIFAR where the network allows)"
@@ -71,7 +60,7 @@ def train_command(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"--device={config.device}: {e}") from None
 
-    console = Console(stderr=True)
+    console = terminal_console(stderr=True)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -94,14 +83,11 @@ def train_command(args: argparse.Namespace) -> int:
                 status=f"epoch {metrics['epoch']}  loss {metrics['train_loss']:.3f}  clean {metrics['clean_acc']:.3f}",
             )
 
-        try:
-            metrics = fit(config, on_epoch=on_epoch, on_batch=on_batch, resume_from=args.resume)
-        except (DataError, CheckpointError) as e:
-            raise UsageError(str(e)) from None
+        metrics = fit(config, on_epoch=on_epoch, on_batch=on_batch, resume_from=args.resume)
     if args.json:
         print(json.dumps(metrics))
     else:
-        print_metrics(metrics, Console())
+        print_metrics(metrics, terminal_console())
     return 0
 
 

@@ -1,0 +1,166 @@
+"""`samat frontier audit`: re-evaluate the front's trials from their final checkpoints on the test images, with
+AutoAttack and the sanity checks of `trainables.audit` at every audited radius, as Ray tasks with the sweep's
+resources (GPUs where the sweep had them), and record the outcome: `audit/...` metrics and an `audit` tag
+(passed | suspect) on each trial's MLflow run, and on the parent run the audited front (artifacts under `audit/`)
+and two hypervolumes on the same test images: the audited front's and the search's points' own.
+
+Like with like: the search selected on validation images; the audit reports on test images only. Each objective of
+the audited front is a test figure: clean accuracy on the whole test set, each robust objective as AutoAttack at
+its norm and radius on the first `eval_n` test images, any other objective the trial's `test/` value, and one
+with no test value (training time, say) as the search recorded it. `audit/search_hypervolume` ranks the same
+points on their `test/` values (PGD and all), so the step from it to `audit/hypervolume` is AutoAttack's alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import ray
+import torch
+from ray.tune import Checkpoint
+
+from analysis.tracking import SweepStore
+from analysis.trials import SweepRecord, TrialRow, rank_rows
+from sweeps.ray_start import start_ray
+from sweeps.results import FinishedSweep, load_finished_sweep
+from sweeps.trainable import CHECKPOINT_FILE
+from trainables.audit import Audit, audit, named
+from trainables.config import TrainConfig
+from trainables.evaluate import clean_accuracy
+from trainables.run import Run, read_checkpoint
+from trainables.vocabulary import CLEAN_ACC, ROBUST_PREFIX, AttackSpec, metric_on_test, parse_attack
+
+FULL_TEST_CLEAN = f"full_test_{CLEAN_ACC}"  # audit metric: clean accuracy on every test image
+
+
+@ray.remote
+def audit_checkpoint(checkpoint: Checkpoint, radii: dict[str, tuple[float, ...]], n: int, threads: int) -> Audit:
+    """The trial's final weights audited per norm at its radii, on the first `n` test images; the audit's
+    accuracies also hold clean accuracy on the whole test set."""
+    torch.set_num_threads(threads)
+    with checkpoint.as_directory() as folder:
+        state = read_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    run = Run(TrainConfig(**state["config"]))
+    run.load_state_dict(state)
+    torch.manual_seed(0)  # attacks' random starts: the same images and seed give the same audit
+    data = run.data
+    audits = [
+        audit(run.model, data.test_x[:n], data.test_y[:n], data.num_classes, norm, eps) for norm, eps in radii.items()
+    ]
+    merged = dataclasses.replace(
+        audits[0],
+        radii=tuple(e for a in audits for e in a.radii),
+        accuracies={k: v for a in audits for k, v in a.accuracies.items()},
+        checks=[c for a in audits for c in a.checks],
+    )
+    merged.accuracies[FULL_TEST_CLEAN] = clean_accuracy(run.model, data.test_x, data.test_y)[CLEAN_ACC]
+    return merged
+
+
+def robust_objectives(spec) -> list[AttackSpec]:
+    """The attacks behind the sweep's robust objectives (`robust_acc/<attack>`), in objective order."""
+    return [parse_attack(m.removeprefix(ROBUST_PREFIX)) for m in spec.directions if m.startswith(ROBUST_PREFIX)]
+
+
+def audited_radii(spec) -> dict[str, tuple[float, ...]]:
+    """Per norm of the robust objectives: their radii first, then the other radii of that norm among the spec's
+    final attacks."""
+    objectives = robust_objectives(spec)
+    finals = [parse_attack(a) for a in spec.final_attacks]
+    return {
+        norm: tuple(dict.fromkeys([a.eps for a in [*objectives, *finals] if a.norm == norm and a.eps]))
+        for norm in dict.fromkeys(a.norm for a in objectives)
+    }
+
+
+def audit_sweep(
+    store: SweepStore, name: str, ranks: int = 1, address: str | None = None, on_audit=None
+) -> tuple[FinishedSweep, dict[str, Audit]]:
+    """Audit the trials of Pareto rank ≤ `ranks`, record the results, and return them by trial id.
+    `on_audit(row, audit)` is called as each one arrives (for progress output)."""
+    sweep = load_finished_sweep(store, name)
+    rows = sweep.best(ranks)
+    missing = [r.trial_id for r in rows if r.trial_id not in sweep.checkpoints]
+    if missing:
+        raise FileNotFoundError(f"no checkpoint of trial(s) {', '.join(missing)} under {sweep.experiment_path}")
+    resources = sweep.spec.resources
+    task = audit_checkpoint.options(num_cpus=resources.cpu, num_gpus=resources.gpu)
+    connected = start_ray(address)
+    try:
+        pending = {
+            task.remote(
+                sweep.checkpoints[r.trial_id], audited_radii(sweep.spec), sweep.spec.eval_n, max(1, int(resources.cpu))
+            ): r
+            for r in rows
+        }
+        audits = {}
+        while pending:
+            (done,), _ = ray.wait(list(pending))
+            row = pending.pop(done)
+            audits[row.trial_id] = ray.get(done)
+            if on_audit:
+                on_audit(row, audits[row.trial_id])
+    finally:
+        if connected:
+            ray.shutdown()
+    for row in rows:
+        result = audits[row.trial_id]
+        store.record_audit(row.run_id, result.accuracies, result.verdict, result.reasons)
+    robust = robust_objectives(sweep.spec)
+    store.record_audited_front(audited_record(sweep.record, rows, audits, robust), searched_on_test(sweep.record, rows))
+    return sweep, audits
+
+
+def value_on_test(row: TrialRow, metric: str) -> float | None:
+    """The objective `metric` on the test images as the trial reported it; the search's own value for an
+    objective that no data split changes (no `test/` value: training time, say)."""
+    return row.metrics.get(metric_on_test(metric), row.objectives.get(metric))
+
+
+def searched_on_test(record: SweepRecord, rows: list[TrialRow]) -> SweepRecord:
+    """The audited points as the search measured them on the test images (PGD, not AutoAttack), ranked."""
+    tested = [dataclasses.replace(r, objectives={m: value_on_test(r, m) for m in r.objectives}) for r in rows]
+    return dataclasses.replace(record, name=f"{record.name} (search, test)", rows=rank_rows(tested, record.directions))
+
+
+def audited_record(
+    record: SweepRecord, rows: list[TrialRow], audits: dict[str, Audit], robust: list[AttackSpec]
+) -> SweepRecord:
+    """The audited points as a sweep record of their own, every objective a test figure (module docstring):
+    clean accuracy on the whole test set, AutoAttack for each robust objective; suspect points are unranked."""
+    audited = []
+    for row in rows:
+        result = audits[row.trial_id]
+        values = {CLEAN_ACC: result.accuracies[FULL_TEST_CLEAN]}
+        values |= {a.metric: result.accuracies[named("autoattack", a.norm, a.eps).name] for a in robust}
+        audited.append(
+            dataclasses.replace(
+                row,
+                objectives={m: values[m] if m in values else value_on_test(row, m) for m in row.objectives},
+                status="complete" if result.verdict == "passed" else "error",
+                error="; ".join(result.reasons) or None,
+            )
+        )
+    return dataclasses.replace(record, name=f"{record.name} (audited)", rows=rank_rows(audited, record.directions))
+
+
+def gap_rows(rows: list[TrialRow], audits: dict[str, Audit], objective: AttackSpec) -> list[dict]:
+    """Per point, on the test images: clean accuracy on all of them; PGD-10 and AutoAttack at the objective's
+    norm and radius on the audited ones, their gap; the verdict and its reasons."""
+    pgd = named("pgd", objective.norm, objective.eps, 10).name
+    auto = named("autoattack", objective.norm, objective.eps).name
+    out = []
+    for row in rows:
+        result = audits[row.trial_id]
+        out.append(
+            {
+                "row": row,
+                "clean": result.accuracies[FULL_TEST_CLEAN],
+                "pgd": result.accuracies[pgd],
+                "autoattack": result.accuracies[auto],
+                "gap": result.accuracies[pgd] - result.accuracies[auto],
+                "verdict": result.verdict,
+                "reasons": result.reasons,
+            }
+        )
+    return out
