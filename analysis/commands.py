@@ -42,7 +42,7 @@ def existing_store(places: Settings):
     uri = places.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise TrackingError(
-            f"--results={places.results}: no MLflow store at {uri.removeprefix('sqlite:///')} (run a sweep first, "
+            f"{places.results_named}: no MLflow store at {uri.removeprefix('sqlite:///')} (run a sweep first, "
             f"or point --results or --tracking-uri at the store)"
         )
     store = SweepStore(uri)

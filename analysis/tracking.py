@@ -346,14 +346,18 @@ class SweepStore:
             write_table(method_summary(record), Path(folder) / "method_summary.json")
             self.client.log_artifacts(record.parent_run_id, folder, "curves")
 
-    def record_audit(self, run_id: str, accuracies: dict[str, float], verdict: str, reasons: list[str]) -> None:
-        """A trial's audit: `audit/<attack>` metrics and the tag `audit` = passed | suspect, with its reasons."""
+    def record_audit(
+        self, run_id: str, accuracies: dict[str, float], verdict: str, reasons: list[str], pgd_unreliable_at: list[str]
+    ) -> None:
+        """A trial's audit: `audit/<attack>` metrics, the tag `audit` = passed | suspect with its reasons, and
+        `audit.pgd_objective` = reliable | unreliable at <radii> (PGD-10 far above AutoAttack there)."""
         reason = "; ".join(reasons)[:5000] or "every check passed"
+        pgd = f"unreliable at {', '.join(pgd_unreliable_at)}" if pgd_unreliable_at else "reliable"
         self.log_metrics(
             run_id,
             {f"{AUDIT}/{k}": v for k, v in accuracies.items()},
             step=0,
-            tags={AUDIT: verdict, f"{AUDIT}.reason": reason},
+            tags={AUDIT: verdict, f"{AUDIT}.reason": reason, f"{AUDIT}.pgd_objective": pgd},
         )
 
     def record_audited_front(self, audited: SweepRecord, searched: SweepRecord) -> None:

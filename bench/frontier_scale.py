@@ -14,9 +14,9 @@ starts once it has checked the environment; `uv run true` times that check); the
 stale" changes the running store's modification time before each run, as any write of a live sweep does: that
 `show` reads MLflow.
 
-`--before DIR` also times an older samat: DIR holds its `analysis` package (e.g. a copy of analysis/ taken before
-a change), first on PYTHONPATH. Both are timed against the same stores, interleaved (before, after, before...),
-and every export of both must hold the same rows."""
+`--before DIR` also times an older samat: DIR holds its packages (a copy of analysis/, sweeps/ and trainables/
+taken before a change), first on PYTHONPATH. Both are timed against the same stores, interleaved (before, after,
+before...), and every export of both must hold the same rows."""
 
 from __future__ import annotations
 
@@ -54,7 +54,6 @@ def build(store: Path, kind: str, trials: int) -> str:
 def commands(uri: dict[str, str]) -> dict[str, list[str]]:
     """Label -> the `samat frontier` arguments; `{out}` is the folder exports go to."""
     return {
-        "list": ["list", "--tracking-uri", uri["closed"]],
         "show closed": ["show", "closed", "--tracking-uri", uri["closed"]],
         "show running": ["show", "running", "--tracking-uri", uri["running"]],
         "show running, index stale": ["show", "running", "--tracking-uri", uri["running"]],
@@ -85,7 +84,7 @@ def seconds(command: list[str], env: dict[str, str], stale: Path | None = None) 
 
 
 def environments(before: Path | None) -> dict[str, dict[str, str]]:
-    """Version -> the environment it runs in: the checkout's `analysis`, or the older one first on the path."""
+    """Version -> the environment it runs in: the checkout's packages, or the older ones first on the path."""
     after = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if before is None:
         return {"after": after}
@@ -101,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True, metavar="DIR", help="where the stores are kept")
     parser.add_argument("--trials", type=int, default=10_000)
-    parser.add_argument("--before", type=Path, metavar="DIR", help="a folder holding an older `analysis` package")
+    parser.add_argument("--before", type=Path, metavar="DIR", help="a folder holding an older samat's packages")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     args.store.mkdir(parents=True, exist_ok=True)

@@ -26,23 +26,23 @@ from trainables import settings
 from trainables.usage import INTERRUPTED, UsageError, show, terminal_console
 
 
-def check_results_dir(results: str) -> None:
+def check_results_dir(places: settings.Settings) -> None:
     """Refuse a results folder that cannot be written, without creating anything: the sweep makes it later."""
-    if settings.is_uri(results):
+    if places.remote_results:
         return
-    path = Path(results)
+    path = Path(places.results)
     if path.exists() and not path.is_dir():
-        raise UsageError(f"--results={show(results)}: exists and is not a folder")
+        raise UsageError(f"{places.results_named}: exists and is not a folder")
     existing = next(p for p in [path, *path.parents] if p.exists())
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise UsageError(f"--results={show(results)}: cannot write there ({existing}: {e.strerror})") from None
+        raise UsageError(f"{places.results_named}: cannot write there ({existing}: {e.strerror})") from None
     try:
         check_writable(existing)
     except StorageFault as e:
-        raise UsageError(f"--results={show(results)}: {e}") from None
+        raise UsageError(f"{places.results_named}: {e}") from None
 
 
 def check_data(spec, address: str | None) -> None:
@@ -74,7 +74,7 @@ def sweep(args: argparse.Namespace) -> int:
         if not name or not (Path(places.results) / name).is_dir():
             raise UsageError(f"--resume: no sweep of {spec.name!r} to resume in {places.results}")
         check_newest_state(Path(places.results) / name)
-    check_results_dir(places.results)
+    check_results_dir(places)
     check_data(spec, args.address)
     store = SweepStore(places.tracking_uri)
     if not store.tracking_uri.startswith("sqlite:///"):  # a server answers before anything is announced or started
@@ -174,7 +174,10 @@ def sync(args: argparse.Namespace) -> int:
     from analysis.tracking import SweepStore  # noqa: PLC0415
 
     places = args.settings
-    path = pending_path(place_sweep(args.sweep, places.results, args.sweep, resume=True).study_dir)
+    place = place_sweep(args.sweep, places.results, args.sweep, resume=True)
+    if not place.study_dir.is_dir():
+        raise UsageError(f"{places.results_named}: no sweep named {args.sweep!r} there (its folder {place.study_dir})")
+    path = pending_path(place.study_dir)
     console = terminal_console(stderr=True)
     if not path.is_file():
         console.print(f"{args.sweep}: nothing waits in {path}: MLflow holds every write of the sweep")

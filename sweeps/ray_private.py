@@ -20,6 +20,7 @@ import pyarrow.fs
 import ray
 from ray._private import ray_constants, services, worker
 from ray.train._internal import storage as ray_storage
+from ray.tune.result import AUTO_RESULT_KEYS as RAY_AUTO_RESULT_KEYS
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.usage import UsageError
@@ -30,6 +31,11 @@ TESTED = f"ray>={RAY_FROM},<{RAY_BELOW}"
 RAY_UPLOAD = ray_storage._upload_to_fs_path
 """Ray's own copy of a local file or folder onto a pyarrow filesystem, the one Tune's syncer calls unless
 `route_tune_uploads` replaced it: what sweeps.whole_files hands the copies it does not make itself."""
+
+TUNE_RESULT_KEYS = RAY_AUTO_RESULT_KEYS
+"""The keys Tune adds to every result (time_total_s, training_iteration, ...; ray.tune.result is documented nowhere):
+the recorder leaves them out of a trial's MLflow metrics. Should they change, Tune's bookkeeping shows up among the
+metrics, which tests/test_records.py's checks of a trial's metric names catch."""
 
 # Ray's constants that samat sets, each read when Ray acts on it, as `ray_constants.<name>`, in the module named
 RAY_CONSTANT_READERS = {"ENABLE_RAY_CLUSTER": services, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": worker}

@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 
 from ray.tune import Callback
-from ray.tune.result import AUTO_RESULT_KEYS
 
 from analysis.outbox import Outbox
 from analysis.tracking import RESEED_OF, ROLE
 from analysis.trials import stopped_epoch
+from sweeps.ray_private import TUNE_RESULT_KEYS
 from sweeps.space import searched_params, train_config
 from sweeps.spec import SweepSpec
 from trainables.vocabulary import COLLAPSE_EPOCH, COLLAPSED, EPOCH
@@ -70,7 +70,7 @@ class MLflowRecorder(Callback):
         metrics = {
             k: v
             for k, v in result.items()
-            if k not in AUTO_RESULT_KEYS and k != "done" and isinstance(v, (int, float)) and not isinstance(v, bool)
+            if k not in TUNE_RESULT_KEYS and k != "done" and isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         # the node tag rides along each epoch (a retried trial may continue on another node), and FastAT's
         # collapse guard, once it stopped training, is tagged as well as recorded as the `collapsed` metric

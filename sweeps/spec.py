@@ -42,9 +42,9 @@ class Range(BaseModel):
     """A numeric search range; integers when both ends are integers."""
 
     model_config = ConfigDict(extra="forbid")
-    low: float | int
-    high: float | int
-    log: bool = False
+    low: float | int = Field(description="lower end")
+    high: float | int = Field(description="upper end; integers when both ends are integers")
+    log: bool = Field(False, description="sample on a log scale")
 
     @model_validator(mode="after")
     def check(self):
@@ -61,7 +61,7 @@ class Range(BaseModel):
 
 class Choice(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    choices: list[Scalar] = Field(min_length=1)
+    choices: list[Scalar] = Field(min_length=1, description="the values, searched as a categorical")
 
 
 def not_a_list(value: Any) -> Any:
@@ -88,8 +88,8 @@ class PerNorm(BaseModel):
     Each branch is its own Optuna parameter (`at.eps.linf`, `at.eps.l2`); the trial's config gets `at.eps`."""
 
     model_config = ConfigDict(extra="forbid")
-    linf: Param
-    l2: Param
+    linf: Param = Field(description="the value or range for ℓ∞ trials (Optuna parameter `<method>.<field>.linf`)")
+    l2: Param = Field(description="the value or range for ℓ2 trials (`<method>.<field>.l2`)")
 
     def for_norm(self, norm: str) -> Param:
         return getattr(self, norm)
@@ -127,8 +127,10 @@ def check_against_train_config(field: str, value: Param, where: str) -> None:
 
 class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    metric: str
-    direction: Literal["max", "min"] = "max"
+    metric: str = Field(
+        description="a metric the sweep reports on its validation images (clean_acc, robust_acc/<attack>, ...)"
+    )
+    direction: Literal["max", "min"] = Field("max", description="max or min")
     reference: float | None = Field(
         None, description="hypervolume reference value (default 0 for max; the worst value seen for min)"
     )
@@ -136,10 +138,12 @@ class Objective(BaseModel):
 
 class Search(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
-    seed: int = Field(0, ge=0)
-    trials: int = Field(16, ge=1)
-    concurrency: int = Field(2, ge=1)
+    sampler: Literal["nsga2", "tpe", "gp", "random"] = Field(
+        "nsga2", description="Optuna sampler: NSGA-II, multivariate TPE, GP (log EHVI) or random"
+    )
+    seed: int = Field(0, ge=0, description="the sampler's seed")
+    trials: int = Field(16, ge=1, description="trials in the sweep (--trials overrides it)")
+    concurrency: int = Field(2, ge=1, description="trials at once (--concurrency overrides it)")
     population_size: int | None = Field(None, ge=2, description="NSGA-II generation size (default: trials/3, 4..50)")
 
 
@@ -150,7 +154,7 @@ class Scheduler(BaseModel):
     top 1/η of the results recorded there, ranked on all the objectives at once by their Pareto fronts."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["moasha"]
+    type: Literal["moasha"] = Field(description="the scheduler: moasha")
     grace_period: int = Field(1, ge=1, description="epochs before the first rung")
     reduction_factor: float = Field(3, gt=1, description="η: about 1 in η trials continues at each rung")
     brackets: int = Field(1, ge=1, description="ASHA brackets; bracket s starts at grace_period·η^s epochs")
@@ -158,30 +162,47 @@ class Scheduler(BaseModel):
 
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    cpu: float = Field(1, gt=0, description="CPUs per trial (also its torch threads)")
+    gpu: float = Field(0, ge=0, description="GPUs per trial; a fraction packs trials onto one GPU")
 
 
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    dataset: Dataset = "digits"
-    data_dir: str = "data"
-    download: bool = False
-    image_size: int | None = Field(None, ge=8)
-    models: list[Model] = Field(min_length=1)
-    methods: dict[Method, dict[str, MethodParam]] = Field(min_length=1)
-    train: dict[str, Param] = {}
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the sweep's name: its MLflow experiment and results folder (a taken name gets -2, -3, ...)",
+    )
+    description: str = Field("", description="one line shown beside the sweep")
+    dataset: Dataset = Field("digits", description="data set of every trial")
+    data_dir: str = Field(
+        "data", description="data folder; a relative one resolves against SAMAT_DATA_ROOT, else the driver's folder"
+    )
+    download: bool = Field(False, description="download CIFAR into data_dir if missing (needs the network)")
+    image_size: int | None = Field(None, ge=8, description="resize tinyimagenet to this size (the paper used 32)")
+    models: list[Model] = Field(min_length=1, description="architectures, searched as a categorical")
+    methods: dict[Method, dict[str, MethodParam]] = Field(
+        min_length=1,
+        description="training methods, searched as a categorical; each maps its own fields (and any shared "
+        "training field it overrides) to a constant, a Range, a Choice or, for ε and α, a PerNorm",
+    )
+    train: dict[str, Param] = Field(
+        {}, description="any other TrainConfig field shared by every trial: a constant, a Range or a Choice"
+    )
     per_model: dict[Model, dict[str, Scalar]] = Field(
         {},
         description="training fields fixed per model, over train: (e.g. vit_tiny's optimiser and learning rate, "
         "wrn's dropout), so every method of a model trains with the same settings",
     )
-    objective_attack: str = "pgd_linf_2of255"
-    final_attacks: list[str] = []
-    eval_n: int = Field(1000, ge=1)
+    objective_attack: str = Field(
+        "pgd_linf_2of255",
+        description="the attack behind the default robust objective, evaluated alone on validation images after "
+        "every epoch, and on test images after the last",
+    )
+    final_attacks: list[str] = Field([], description="attacks evaluated after the last epoch only, on the test images")
+    eval_n: int = Field(
+        1000, ge=1, description="robust accuracy is measured on the first N validation (and test) images"
+    )
     epoch_eval_n: int | None = Field(
         None,
         ge=1,
@@ -195,9 +216,13 @@ class SweepSpec(BaseModel):
         description="validation share of the training images (default per data set: digits 0.2, "
         "others 0.1; 0: none, and selection then uses the test images)",
     )
-    objectives: list[Objective] = Field(default_factory=list)
-    search: Search = Search()
-    resources: Resources = Resources()
+    objectives: list[Objective] = Field(
+        default_factory=list,
+        description="2 or 3 metrics to optimise, each an Objective; default clean_acc and "
+        "robust_acc/<objective_attack>, both maximised",
+    )
+    search: Search = Field(Search(), description="the Optuna sampler and the trial budget")
+    resources: Resources = Field(Resources(), description="what one trial asks Ray for")
     scheduler: Scheduler | None = Field(None, description="early stopping; none: every trial trains every epoch")
     max_failures: int = Field(2, ge=0, description="retries of a failed trial from its last checkpoint")
     final: Annotated[Literal["none", "audit"], BeforeValidator(renamed_final)] = Field(

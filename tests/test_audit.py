@@ -102,3 +102,47 @@ def test_a_gradient_masked_model_is_suspect_for_what_a_masked_gradient_causes(au
     assert {"zero_at_large_eps", "black_box_not_stronger at 0.2", "pgd_close_to_autoattack at 0.2"} <= failed
     assert "fgsm_not_stronger at 0.2" not in failed, masked.reasons  # FGSM is as blind as PGD here
     assert any("PGD figures overstate robustness at 0.2" in reason for reason in masked.reasons)
+
+
+def test_the_audited_front_names_each_figure_for_what_it_is_and_keeps_a_point_whose_only_flaw_is_pgds_gap():
+    """Like with like, every name true: the audited front holds test figures under their own names (full-test
+    clean accuracy, AutoAttack), the search's points their `test/` values; a point flagged only for PGD's gap
+    to AutoAttack is ranked on AutoAttack, one with a sign of masking is not ranked."""
+    from analysis.trials import SweepRecord, TrialRow
+    from sweeps.audit import audited_record, searched_on_test
+    from trainables.audit import Audit, Check
+
+    directions = {"clean_acc": "max", "robust_acc/pgd_linf_0.1": "max", "train_time_s": "min"}
+
+    def row(trial_id, validation, test, seconds):
+        metrics = {"test/clean_acc": test[0], "test/robust_acc/pgd_linf_0.1": test[1], "train_time_s": seconds}
+        objectives = dict(zip(directions, (*validation, seconds)))
+        return TrialRow(trial_id, "complete", {"method": "at"}, objectives, metrics)
+
+    def audit(clean, autoattack, failed=()):
+        names = ("pgd_close_to_autoattack at 0.1", "black_box_not_stronger at 0.1", "monotone_in_eps")
+        accuracies = {"full_test_clean_acc": clean, "autoattack_linf_0.1": autoattack, "pgd_linf_0.1": autoattack + 0.2}
+        return Audit("linf", (0.1,), accuracies, 100, [Check(n, n not in failed, "detail") for n in names])
+
+    rows = [row("a", (0.9, 0.5), (0.88, 0.52), 10), row("b", (0.8, 0.6), (0.79, 0.61), 20)]
+    rows.append(row("c", (0.7, 0.7), (0.70, 0.69), 30))
+    record = SweepRecord("s", "1", "parent", "finished", directions, [0.0, 0.0, None], rows)
+    audits = {
+        "a": audit(0.87, 0.40),
+        "b": audit(0.78, 0.30, failed=["pgd_close_to_autoattack at 0.1"]),
+        "c": audit(0.69, 0.50, failed=["black_box_not_stronger at 0.1"]),
+    }
+    audited = audited_record(record, rows, audits, [parse_attack("pgd_linf_0.1")])
+    assert list(audited.directions) == ["audit/full_test_clean_acc", "audit/autoattack_linf_0.1", "train_time_s"]
+    ranked = {r.trial_id: r for r in audited.rows}
+    assert ranked["a"].objectives == {
+        "audit/full_test_clean_acc": 0.87,
+        "audit/autoattack_linf_0.1": 0.40,
+        "train_time_s": 10,
+    }
+    assert audits["b"].pgd_unreliable_at == ["0.1"] and not audits["b"].masking_suspected
+    assert ranked["b"].rank is not None and ranked["c"].rank is None and audits["c"].masking_suspected
+    searched = searched_on_test(record, rows)
+    assert list(searched.directions) == ["test/clean_acc", "test/robust_acc/pgd_linf_0.1", "train_time_s"]
+    assert [r.objectives["test/robust_acc/pgd_linf_0.1"] for r in searched.rows] == [0.52, 0.61, 0.69]
+    assert all(r.rank is None for r in rows) and rows[0].objectives["clean_acc"] == 0.9  # the search's rows untouched

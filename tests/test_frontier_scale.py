@@ -73,7 +73,7 @@ def write_sweep(folder: Path, name: str, trials: int, closed: bool) -> SweepStor
     reseeded, audited = store.load_sweep(name).front[:2]
     for seed in range(2):
         add_trial(store, parent, f"r{seed}", rng, tags={ROLE: "reseed", RESEED_OF: reseeded.trial_id})
-    store.record_audit(audited.run_id, {"apgd_ce_linf_0.1": 0.3}, "passed", [])
+    store.record_audit(audited.run_id, {"autoattack_linf_0.1": 0.3}, "passed", [], [])
     store.close_sweep(name, finished=True)
     return store
 
@@ -119,7 +119,7 @@ def test_show_on_a_running_sweep_reads_mlflow_again_after_any_write(running):
     first, _ = frontier(running, "show", "running")  # whether the index was current or not, it is now
     assert frontier(running, "show", "running") == (first, False)
     on_front = running.load_sweep("running").front[0]
-    running.record_audit(on_front.run_id, {"apgd_ce_linf_0.1": 0.3}, "suspect", ["robust accuracy fell"])
+    running.record_audit(on_front.run_id, {"autoattack_linf_0.1": 0.3}, "suspect", ["robust accuracy fell"], [])
     shown, imported = frontier(running, "show", "running")
     assert imported and "suspect" in shown and "suspect" not in first  # the stale index was not read
     assert frontier(running, "show", "running") == (shown, False)

@@ -57,6 +57,8 @@ def test_parent_and_child_runs(tiny_sweep):
         assert tags["method"] == params["method"] and tags["model"] == params["model"] and tags["dataset"] == "digits"
         assert tags["ray_trial_id"] and tags["ray_node_id"] and "lr" in params
         assert ("sam.rho" in params) == (params["method"] == "sam")
+        # Tune's own bookkeeping (sweeps.ray_private.TUNE_RESULT_KEYS) stays out of a trial's metrics
+        assert not {"time_total_s", "training_iteration", "time_this_iter_s", "timestamp"} & set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "clean_acc")
         assert sorted(m.step for m in history) == [1, 2]  # per-epoch metrics, step = epoch
         values.append([child.data.metrics["clean_acc"], child.data.metrics["robust_acc/pgd_linf_0.1"]])
@@ -116,6 +118,32 @@ def test_every_frontier_command_finds_the_sweep_samat_results_names(tiny_sweep, 
     assert frontier("show", "tiny") == 0 and all(r.trial_id in capsys.readouterr().out for r in tiny_sweep.front)
     assert frontier("export", "tiny", "-o", str(tmp_path / "t.json")) == 0
     assert len(read_table(tmp_path / "t.json")) == len(tiny_sweep.trials)
+    assert frontier("plot", "tiny", "-o", str(tmp_path / "t.png")) == 0 and (tmp_path / "t.png").stat().st_size
+    assert frontier("compare", "tiny", "tiny") == 0 and "tiny" in capsys.readouterr().out
+    assert frontier("sync", "tiny") == 0 and "nothing waits" in capsys.readouterr().err
+    # audit and reseed find the store (a missing one is "no MLflow store"), then the sweep they are asked for
+    for action in ("audit", "reseed", "sync"):
+        assert frontier(action, "nope") == 2
+        err = capsys.readouterr().err
+        assert "'nope'" in err and "no MLflow store" not in err, err
+    with pytest.raises(SystemExit) as refused:  # `samat sweep` takes its results folder from the same resolver
+        monkeypatch.setenv("SAMAT_RESULTS", str(tmp_path / "t.png"))
+        raise SystemExit(main(["sweep"]))
+    assert refused.value.code == 2
+    assert f"SAMAT_RESULTS={tmp_path / 't.png'}: exists and is not a folder" in capsys.readouterr().err
+
+
+def test_a_missing_store_names_the_setting_that_chose_its_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAMAT_RESULTS", "runs")
+    assert frontier("show", "x") == 2
+    assert f"SAMAT_RESULTS={tmp_path / 'runs'}: no MLflow store" in capsys.readouterr().err
+    assert frontier("show", "x", "--results", "other") == 2
+    assert f"--results={tmp_path / 'other'}: no MLflow store" in capsys.readouterr().err
+    monkeypatch.delenv("SAMAT_RESULTS")
+    assert frontier("show", "x") == 2
+    assert f"the default results folder {tmp_path / 'results'}: no MLflow store" in capsys.readouterr().err
 
 
 def test_tables_piped_to_a_file_keep_whole_values(tiny_sweep, tmp_path):

@@ -24,7 +24,9 @@ def test_the_tracking_store_defaults_to_sqlite_in_the_results_folder_and_never_b
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("SAMAT_RESULTS", "runs")
-    assert Settings.resolve() == Settings(str(tmp_path / "runs"), f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    assert Settings.resolve() == Settings(
+        str(tmp_path / "runs"), f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", results_from="SAMAT_RESULTS"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri() == "http://127.0.0.1:5000" and tracking_uri("http://head:5000") == "http://head:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")

@@ -42,10 +42,10 @@ def test_defaults_give_clean_and_objective_attack():
     "change,where",
     [
         ({"colour": "red"}, "colour"),
-        ({"methods": {"sam": {"rho": -0.1}}}, "sam.rho: -0.1 is not allowed"),
-        ({"methods": {"at": {"eps": {"low": 0.1, "high": 1.5}}}}, "at.eps: 1.5 is not allowed"),
+        ({"methods": {"sam": {"rho": -0.1}}}, "spec.yaml: methods.sam.rho: -0.1 is not allowed"),
+        ({"methods": {"at": {"eps": {"low": 0.1, "high": 1.5}}}}, "spec.yaml: methods.at.eps: 1.5 is not allowed"),
         ({"methods": {}}, "methods"),
-        ({"methods": {"sgd": {"rho": 0.1}}}, "sgd.rho: sgd takes no 'rho'"),
+        ({"methods": {"sgd": {"rho": 0.1}}}, "spec.yaml: methods.sgd.rho: sgd takes no 'rho'"),
         ({"methods": {"adam": {}}}, "methods.adam"),
         ({"models": ["resnet50"]}, "models.0=resnet50"),
         ({"models": []}, "models"),
@@ -65,15 +65,21 @@ def test_defaults_give_clean_and_objective_attack():
         ({"train": {"lr": [0.01, 0.1]}}, "train.lr=[0.01, 0.1]: a list is not a parameter"),
         ({"train": {"lr": {"low": 0.5, "high": 0.1}}}, "low (0.5) must be below high (0.1)"),
         ({"train": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "log range needs low > 0"),
-        ({"train": {"rho": 0.1}}, "rho: set it at the top of the spec or under methods"),
-        ({"train": {"epochs": 0}}, "epochs: 0 is not allowed"),
-        ({"train": {"optimiser": "adam"}}, "unknown training field 'optimiser'"),
+        ({"train": {"rho": 0.1}}, "spec.yaml: train.rho: set it at the top of the spec or under methods"),
+        ({"train": {"epochs": 0}}, "spec.yaml: train.epochs: 0 is not allowed"),
+        ({"train": {"optimiser": "adam"}}, "spec.yaml: train.optimiser: unknown training field 'optimiser'"),
         ({"train": {"step_schedule": "paper"}}, "step_schedule: set it at the top of the spec or under methods"),
-        ({"methods": {"sam": {"norm": "l2"}}}, "sam.norm: sam takes no 'norm'"),
-        ({"methods": {"fast_at": {"epochs": 0}}}, "fast_at.epochs: 0 is not allowed"),
-        ({"methods": {"at": {"step_schedule": "paper", "alpha": 0.01}}}, "at: alpha: step_schedule paper"),
-        ({"methods": {"sam": {"rho": {"linf": 0.1, "l2": 0.2}}}}, "sam.rho: per-norm values are for"),
-        ({"methods": {"at": {"eps": {"linf": 0.01, "l2": 2.0}}}}, "at.eps: 2.0 is not allowed"),
+        ({"methods": {"sam": {"norm": "l2"}}}, "spec.yaml: methods.sam.norm: sam takes no 'norm'"),
+        ({"methods": {"fast_at": {"epochs": 0}}}, "spec.yaml: methods.fast_at.epochs: 0 is not allowed"),
+        (
+            {"methods": {"at": {"step_schedule": "paper", "alpha": 0.01}}},
+            "spec.yaml: methods.at: alpha: step_schedule paper",
+        ),
+        (
+            {"methods": {"sam": {"rho": {"linf": 0.1, "l2": 0.2}}}},
+            "spec.yaml: methods.sam.rho: per-norm values are for",
+        ),
+        ({"methods": {"at": {"eps": {"linf": 0.01, "l2": 2.0}}}}, "spec.yaml: methods.at.eps: 2.0 is not allowed"),
         ({"per_model": {"mlp": {"lr": 0.01}}}, "per_model.mlp: mlp is not among the spec's models"),
         ({"per_model": {"small_cnn": {"rho": 0.1}}}, "per_model.small_cnn.rho: set it at the top"),
         ({"per_model": {"small_cnn": {"optimizer": "lbfgs"}}}, "per_model.small_cnn.optimizer: 'lbfgs' is not"),
@@ -91,6 +97,8 @@ def test_bad_specs_name_the_field_and_value(change, where):
         validate_spec({**GOOD, **change}, "spec.yaml")
     message = str(e.value)
     assert "\n" not in message and message.startswith("spec.yaml: ") and where in message, message
+    for field, value in change.items():  # the entry at fault is named, not the whole mapping holding it
+        assert not (isinstance(value, dict) and value) or f"{field}={value!r}" not in message, message
 
 
 def test_bad_files(tmp_path):

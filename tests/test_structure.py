@@ -41,7 +41,7 @@ def test_ruff_lint_and_format_are_clean():
         ["train"],
         ["sweep"],
         ["frontier"],
-        *(["frontier", a] for a in ("list", "show", "export", "plot", "compare", "ui", "audit", "reseed")),
+        *(["frontier", a] for a in ("list", "show", "export", "plot", "compare", "ui", "audit", "reseed", "sync")),
     ],
 )
 def test_every_help_exits_0(command):

@@ -42,6 +42,8 @@ def test_final_audit_records_verdicts_and_the_audited_front_all_on_test_images(a
     for row in rows:
         run = client.get_run(row.run_id)
         assert run.data.tags["audit"] in ("passed", "suspect") and run.data.tags["audit.reason"]
+        unreliable = audits[row.trial_id].pgd_unreliable_at
+        assert run.data.tags["audit.pgd_objective"] == (f"unreliable at {unreliable[0]}" if unreliable else "reliable")
         metrics = run.data.metrics
         # AutoAttack at the objective's ε, never above PGD-10 there, both on the same test images
         assert metrics["audit/autoattack_linf_0.1"] <= metrics["audit/pgd_linf_0.1"] <= 1
@@ -52,12 +54,13 @@ def test_final_audit_records_verdicts_and_the_audited_front_all_on_test_images(a
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "audit")}
     assert {"audit/front.json", "audit/front.png", "audit/front.html"} <= artifacts
     audited_front = json.loads(Path(client.download_artifacts(parent.info.run_id, "audit/front.json")).read_text())
-    passed = {t for t, a in audits.items() if a.verdict == "passed"}
-    assert {r["trial_id"] for r in audited_front} <= passed  # suspect points never make the audited front
-    for point in audited_front:  # every objective a test figure: clean on all test images, AutoAttack for PGD
+    masked = {t for t, a in audits.items() if a.masking_suspected}
+    assert not {r["trial_id"] for r in audited_front} & masked  # a sign of masking keeps a point off the front
+    for point in audited_front:  # every objective a test figure named for what it is: no validation name
         accuracies = audits[point["trial_id"]].accuracies
-        assert point["clean_acc"] == accuracies["full_test_clean_acc"]
-        assert point["robust_acc/pgd_linf_0.1"] == accuracies["autoattack_linf_0.1"]
+        assert point["audit/full_test_clean_acc"] == accuracies["full_test_clean_acc"]
+        assert point["audit/autoattack_linf_0.1"] == accuracies["autoattack_linf_0.1"]
+        assert "clean_acc" not in point and "robust_acc/pgd_linf_0.1" not in point
     # the search's own points, ranked on their test values, beside the audited ones, on one reference
     searched = [dataclasses.replace(r, objectives={m: r.metrics[f"test/{m}"] for m in r.objectives}) for r in rows]
     assert parent.data.metrics["audit/search_hypervolume"] == pytest.approx(

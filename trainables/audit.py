@@ -14,12 +14,12 @@ At each audited radius ε:
     black_box_not_stronger   Square (no gradients; 1000 queries) is not stronger than PGD-10
     fgsm_not_stronger        one FGSM step is not stronger than PGD-10 (ℓ∞ only)
 
-Over all radii, PGD-10 measured alone at each one of a ladder (ε/2, ε, 2ε, ... for every audited ε, and a radius
-that can turn any image into any other):
+Over all radii, PGD-10 measured alone at each one of a ladder (ε/2, ε, 2ε, ... for every audited ε, up to a radius
+whose ball around every image holds the mid-grey image and much of the image box around it):
 
     monotone_in_eps          accuracy does not rise as ε grows
-    zero_at_large_eps        and it reaches 0 at that largest radius (an attack that can move any image anywhere in
-                             the image box breaks every image unless its gradient is masked)
+    zero_at_large_eps        and it reaches 0 at that largest radius (there an attack whose gradient is not masked
+                             finds a wrong class for every image: one that stands is a strong sign of masking)
 
 Two accuracies on the same n images count as different only beyond `slack(n)`: max(1 point, 2 images)."""
 
@@ -39,6 +39,7 @@ SQUARE_QUERIES = 1000  # for the check only: a weaker black box that still beats
 # PGD-10 (α = ε/4) above AutoAttack by more than this flags the PGD figures at that radius. On adversarially
 # trained digits models the gap was 0.02 at the training radius and 0.12 at twice it, where PGD-10 is too weak.
 AUTOATTACK_GAP = 0.10
+GAP_CHECK = "pgd_close_to_autoattack"
 
 
 def slack(n: int) -> float:
@@ -88,6 +89,21 @@ class Audit:
         return "passed" if all(c.passed for c in self.checks) else "suspect"
 
     @property
+    def pgd_unreliable_at(self) -> list[str]:
+        """The radii where PGD-10 read far above AutoAttack: there the sweep's PGD objective overstates robustness."""
+        return [
+            c.name.removeprefix(GAP_CHECK + " at ")
+            for c in self.checks
+            if c.name.startswith(GAP_CHECK) and not c.passed
+        ]
+
+    @property
+    def masking_suspected(self) -> bool:
+        """A failed check other than PGD's gap: a sign that gradients are masked, so AutoAttack's figures too may
+        overstate robustness."""
+        return any(not c.passed and not c.name.startswith(GAP_CHECK) for c in self.checks)
+
+    @property
     def reasons(self) -> list[str]:
         return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
 
@@ -113,7 +129,7 @@ def audit(
         square, square_acc = accuracy("square", eps, SQUARE_QUERIES)
         checks += [
             Check(
-                f"pgd_close_to_autoattack at {at}",
+                f"{GAP_CHECK} at {at}",
                 pgd_acc - auto_acc <= AUTOATTACK_GAP + tol,
                 f"{pgd} {pgd_acc:.3f} reads {pgd_acc - auto_acc:.3f} above {auto} {auto_acc:.3f} (more than "
                 f"{AUTOATTACK_GAP:g}): PGD figures overstate robustness at {at}",

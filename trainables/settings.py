@@ -70,11 +70,21 @@ class Settings:
 
     results: str  # an absolute folder, or a shared URI
     tracking_uri: str
+    results_from: str | None = "--results"  # the flag or variable that named the results folder; None: the default
 
     @classmethod
     def resolve(cls, results: str | Path | None = None, tracking: str | None = None) -> Settings:
         location = results_location(results)
-        return cls(location, tracking_uri(tracking, location))
+        origin = "--results" if results else RESULTS_ENV if os.environ.get(RESULTS_ENV) else None
+        return cls(location, tracking_uri(tracking, location), origin)
+
+    @property
+    def results_named(self) -> str:
+        """The results folder as the user gave it (`--results=DIR`, `SAMAT_RESULTS=DIR`, or the default), so a
+        message names the setting to change."""
+        return (
+            f"{self.results_from}={self.results}" if self.results_from else f"the default results folder {self.results}"
+        )
 
     @property
     def remote_results(self) -> bool:

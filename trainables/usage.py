@@ -6,6 +6,7 @@ Imports no torch (nor Ray, MLflow): `samat --help` and `samat frontier` stay qui
 from __future__ import annotations
 
 import argparse
+import re
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -47,6 +48,9 @@ def show(value) -> str:
     return value if isinstance(value, str) and value and not any(c.isspace() for c in value) else repr(value)
 
 
+ENTRY_AT_FAULT = re.compile(r"^[\w.]+: ")
+
+
 def describe_validation_error(error: ValidationError, name_of=flag) -> str:
     """The first problem of a pydantic error as `FIELD=VALUE: what is allowed`."""
     first = error.errors()[0]
@@ -54,6 +58,8 @@ def describe_validation_error(error: ValidationError, name_of=flag) -> str:
     if not first["loc"]:  # a check across fields names its field at the start of its message
         return message
     where = name_of(".".join(str(part) for part in first["loc"]))
+    if first["type"] == "value_error" and isinstance(first.get("input"), dict) and ENTRY_AT_FAULT.match(message):
+        return f"{where}.{message}"  # a check of a whole mapping names its entry at fault: not the mapping
     return f"{where}={show(first['input'])}: {message}" if "input" in first else f"{where}: {message}"
 
 

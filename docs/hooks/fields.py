@@ -1,8 +1,7 @@
 """MkDocs hook: field tables generated from the pydantic models at build time, so the docs cannot drift from the
 code. A page line `<!-- fields: SweepSpec -->` becomes a table of every field of that model: name, type, default,
-limits and description. A description comes from the field's own `Field(description=...)`, else from
-SUPPLEMENTS below; a field with neither, a supplement for a field the model no longer has, or a marker naming an
-unknown model fails the build."""
+limits and description, from the field's own `Field(description=...)`; a field without one, or a marker naming
+an unknown model, fails the build."""
 
 from __future__ import annotations
 
@@ -27,55 +26,6 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 MARKER = re.compile(r"^<!-- fields: (\w+) -->$", re.MULTILINE)
 FIELDS_PAGE = "specs.md"  # where every model's table lives, so a nested model's name links to its section
-
-# descriptions of fields whose model gives none (the models' own descriptions win)
-SUPPLEMENTS: dict[str, dict[str, str]] = {
-    "SweepSpec": {
-        "name": "the sweep's name: its MLflow experiment and results folder (a taken name gets -2, -3, ...)",
-        "description": "one line shown beside the sweep",
-        "dataset": "data set of every trial",
-        "data_dir": "data folder; a relative one resolves against SAMAT_DATA_ROOT, else the driver's folder",
-        "download": "download CIFAR into data_dir if missing (needs the network)",
-        "image_size": "resize tinyimagenet to this size (the paper used 32)",
-        "models": "architectures, searched as a categorical",
-        "methods": "training methods, searched as a categorical; each maps its own fields (and any shared "
-        "training field it overrides) to a constant, a Range, a Choice or, for ε and α, a PerNorm",
-        "train": "any other TrainConfig field shared by every trial: a constant, a Range or a Choice",
-        "objective_attack": "the attack behind the default robust objective, evaluated alone on validation "
-        "images after every epoch, and on test images after the last",
-        "final_attacks": "attacks evaluated after the last epoch only, on the test images",
-        "eval_n": "robust accuracy is measured on the first N validation (and test) images",
-        "objectives": "2 or 3 metrics to optimise, each an Objective; default clean_acc and "
-        "robust_acc/<objective_attack>, both maximised",
-        "search": "the Optuna sampler and the trial budget",
-        "resources": "what one trial asks Ray for",
-    },
-    "Objective": {
-        "metric": "a metric the sweep reports on its validation images (clean_acc, robust_acc/<attack>, ...)",
-        "direction": "max or min",
-    },
-    "Search": {
-        "sampler": "Optuna sampler: NSGA-II, multivariate TPE, GP (log EHVI) or random",
-        "seed": "the sampler's seed",
-        "trials": "trials in the sweep (--trials overrides it)",
-        "concurrency": "trials at once (--concurrency overrides it)",
-    },
-    "Resources": {
-        "cpu": "CPUs per trial (also its torch threads)",
-        "gpu": "GPUs per trial; a fraction packs trials onto one GPU",
-    },
-    "Scheduler": {"type": "the scheduler: moasha"},
-    "Range": {
-        "low": "lower end",
-        "high": "upper end; integers when both ends are integers",
-        "log": "sample on a log scale",
-    },
-    "Choice": {"choices": "the values, searched as a categorical"},
-    "PerNorm": {
-        "linf": "the value or range for ℓ∞ trials (Optuna parameter `<method>.<field>.linf`)",
-        "l2": "the value or range for ℓ2 trials (`<method>.<field>.l2`)",
-    },
-}
 
 SCALAR_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
 LIMITS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "at least", "pattern": "matches"}
@@ -146,15 +96,11 @@ def field_table(model_name: str) -> str:
     model = MODELS.get(model_name)
     if model is None:
         raise PluginError(f"<!-- fields: {model_name} -->: no such model (known: {', '.join(MODELS)})")
-    supplements = SUPPLEMENTS.get(model_name, {})
-    stale = sorted(set(supplements) - set(model.model_fields))
-    if stale:
-        raise PluginError(f"docs/hooks/fields.py: {model_name} has no field(s) {', '.join(stale)}")
     rows = ["| field | type | default | limits | description |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        description = field.description or supplements.get(name)
+        description = field.description
         if not description:
-            raise PluginError(f"{model_name}.{name}: no description (give the field one, or a docs supplement)")
+            raise PluginError(f"{model_name}.{name}: no description (give the field one in the model)")
         rows.append(
             f"| `{name}` | {type_name(field.annotation)} | {default_text(field)} | {limits_text(field)} | "
             f"{cell(description)} |"
