@@ -1,0 +1,247 @@
+"""Each corruption against a reference written here from the published generator's formulas
+(hendrycks/robustness `ImageNet-C/create_c/make_cifar_c.py`) with numpy, scipy, PIL and matplotlib: deterministic
+ones pixel for pixel (within 1 of 255, the generator's uint8 truncation included), random ones from the same draws
+where the draws can be shared, else equal in distribution (two-sample Kolmogorov-Smirnov against numpy's)."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+from PIL import Image
+from scipy import ndimage, stats
+
+from trainables import corruptions
+from trainables.corruptions import corrupt
+
+SEVERITIES = range(1, 6)
+
+
+def images(n=8, channels=3, side=32, seed=0) -> torch.Tensor:
+    """Smooth 8-bit images like photographs (random 8×8 colour fields upsampled), and a black and a white patch."""
+    g = torch.Generator().manual_seed(seed)
+    x = F.interpolate(torch.rand(n, channels, 8, 8, generator=g), size=side, mode="bilinear", align_corners=False)
+    x[0, :, :4, :4] = 0
+    x[-1, :, -4:, -4:] = 1
+    return (x * 255).round() / 255
+
+
+def as_uint8(x: torch.Tensor) -> np.ndarray:
+    """What corrupt returns, as the generator's stored bytes (N, H, W, C)."""
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def stored(reference: np.ndarray) -> np.ndarray:
+    """The generator's last step: np.uint8 of its 0..255 floats (truncation)."""
+    return np.uint8(np.clip(reference, 0, 255))
+
+
+def assert_within_one(ours: torch.Tensor, reference: np.ndarray) -> None:
+    diff = np.abs(as_uint8(ours).astype(int) - reference.astype(int))
+    assert diff.max() <= 1, f"{diff.max()} of 255 at {np.unravel_index(diff.argmax(), diff.shape)}"
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_gaussian_blur_is_scipys_gaussian_filter(severity, channels):
+    x = images(channels=channels)
+    sigma = corruptions.GAUSSIAN_BLUR[severity - 1]
+    hwc = x.permute(0, 2, 3, 1).double().numpy()
+    reference = [ndimage.gaussian_filter(img, sigma=(sigma, sigma, 0), mode="nearest", truncate=4.0) for img in hwc]
+    assert_within_one(corrupt(x, "gaussian_blur", severity, 0), stored(np.clip(np.stack(reference), 0, 1) * 255))
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_brightness_adds_to_the_hsv_value(severity):
+    x = images()
+    hsv = rgb_to_hsv(x.permute(0, 2, 3, 1).double().numpy())
+    hsv[..., 2] = np.clip(hsv[..., 2] + corruptions.BRIGHTNESS[severity - 1], 0, 1)
+    assert_within_one(corrupt(x, "brightness", severity, 0), stored(np.clip(hsv_to_rgb(hsv), 0, 1) * 255))
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_contrast_scales_around_each_channels_mean(severity):
+    x = images().permute(0, 2, 3, 1).double().numpy()
+    c = corruptions.CONTRAST[severity - 1]
+    means = x.mean(axis=(1, 2), keepdims=True)
+    reference = stored(np.clip((x - means) * c + means, 0, 1) * 255)
+    assert_within_one(corrupt(images(), "contrast", severity, 0), reference)
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_jpeg_is_pils_jpeg(severity, channels):
+    x = images(channels=channels)
+    reference = []
+    for img in as_uint8(x):
+        buffer = io.BytesIO()
+        Image.fromarray(img.squeeze(-1) if channels == 1 else img).save(
+            buffer, "JPEG", quality=corruptions.JPEG_QUALITY[severity - 1]
+        )
+        reference.append(np.array(Image.open(buffer)).reshape(img.shape))
+    assert_within_one(corrupt(x, "jpeg_compression", severity, 0), np.stack(reference))
+
+
+def reference_plasma(size: int, decay: float, uniform) -> np.ndarray:
+    """The generator's `plasma_fractal`, its uniform draws from `uniform(low, high, shape)`."""
+    maparray = np.zeros((size, size))
+    stepsize, wibble = size, 100.0
+
+    def wibbledmean(array):
+        return array / 4 + wibble * uniform(-wibble, wibble, array.shape)
+
+    while stepsize >= 2:
+        half = stepsize // 2
+        cornerref = maparray[0:size:stepsize, 0:size:stepsize]
+        squareaccum = cornerref + np.roll(cornerref, shift=-1, axis=0)
+        squareaccum += np.roll(squareaccum, shift=-1, axis=1)
+        maparray[half:size:stepsize, half:size:stepsize] = wibbledmean(squareaccum)
+        drgrid = maparray[half:size:stepsize, half:size:stepsize]
+        ulgrid = maparray[0:size:stepsize, 0:size:stepsize]
+        ltsum = drgrid + np.roll(drgrid, 1, axis=0) + ulgrid + np.roll(ulgrid, -1, axis=1)
+        maparray[0:size:stepsize, half:size:stepsize] = wibbledmean(ltsum)
+        ttsum = drgrid + np.roll(drgrid, 1, axis=1) + ulgrid + np.roll(ulgrid, -1, axis=0)
+        maparray[half:size:stepsize, 0:size:stepsize] = wibbledmean(ttsum)
+        stepsize //= 2
+        wibble /= decay
+    maparray -= maparray.min()
+    return maparray / maparray.max()
+
+
+def torch_draws(seed: int):
+    """numpy-shaped draws taken from the torch generator `corrupt` seeds, in the order they are asked for."""
+    g = torch.Generator().manual_seed(seed)
+    return g, lambda low, high, shape: (
+        torch.rand(shape, generator=g, dtype=torch.float64) * (high - low) + low
+    ).numpy()
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 8)])
+def test_fog_adds_the_generators_plasma_fractal_from_the_same_draws(severity, channels, side):
+    c0, decay = corruptions.FOG[severity - 1]
+    x = images(n=1, channels=channels, side=side)  # one image: a batch draws level by level for all its images
+    _, uniform = torch_draws(7)
+    reference = []
+    for img in x.permute(0, 2, 3, 1).double().numpy():
+        top = img.max()
+        fogged = img + c0 * reference_plasma(32, decay, uniform)[:side, :side][..., None]
+        reference.append(np.clip(fogged * top / (top + c0), 0, 1) * 255)
+    assert_within_one(corrupt(x, "fog", severity, 7), stored(np.stack(reference)))
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 8)])
+def test_frost_blends_a_crop_of_the_texture_drawn(severity, channels, side):
+    c0, c1 = corruptions.FROST[severity - 1]
+    x = images(n=4, channels=channels, side=side)
+    g = torch.Generator().manual_seed(3)
+    textures = [
+        np.asarray(Image.open(corruptions.FROST_DIR / f"frost{i}.png").convert("RGB"), dtype=float) for i in range(1, 6)
+    ]
+    picks = torch.randint(5, (len(x),), generator=g).tolist()
+    reference = []
+    for img, pick in zip(x.permute(0, 2, 3, 1).double().numpy(), picks):
+        texture = textures[pick]
+        top = int(torch.randint(texture.shape[0] - side, (1,), generator=g))
+        left = int(torch.randint(texture.shape[1] - side, (1,), generator=g))
+        crop = texture[top : top + side, left : left + side]
+        if channels == 1:
+            crop = (crop @ np.array([0.299, 0.587, 0.114]))[..., None]
+        reference.append(np.clip(c0 * img * 255 + c1 * crop, 0, 255))
+    assert_within_one(corrupt(x, "frost", severity, 3), stored(np.stack(reference)))
+    assert [t.shape[:2] for t in textures] == [(120, 180), (63, 112), (63, 112), (70, 105), (99, 132)]
+
+
+def imagemagick_motion_blur(layer: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
+    """ImageMagick 6's MotionBlurImage (magick/effect.c) for an 8-bit grey image, pixel by pixel: the kernel of
+    GetMotionBlurKernel, the offsets and the edge-replicating virtual pixels; rounded to 8 bits."""
+    width = int(2 * math.ceil(radius) + 1)
+    kernel = np.array(
+        [math.exp(-(i * i) / (2 * sigma * sigma)) / (math.sqrt(2 * math.pi) * sigma) for i in range(width)]
+    )
+    kernel /= kernel.sum()
+    px, py = width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle))
+    offsets = [
+        (math.ceil(i * py / math.hypot(px, py) - 0.5), math.ceil(i * px / math.hypot(px, py) - 0.5))
+        for i in range(width)
+    ]
+    h, w = layer.shape
+    out = np.zeros_like(layer, dtype=float)
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = sum(
+                k * layer[min(max(y + oy, 0), h - 1), min(max(x + ox, 0), w - 1)]
+                for k, (ox, oy) in zip(kernel, offsets)
+            )
+    return np.round(out)
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 8)])
+def test_snow_from_the_same_draws(severity, channels, side):
+    mean, std, zoom, threshold, radius, sigma, kept = corruptions.SNOW[severity - 1]
+    x = images(n=2, channels=channels, side=side)
+    g = torch.Generator().manual_seed(5)
+    layers = (torch.randn((len(x), 1, side, side), generator=g) * std + mean).numpy()
+    angles = (torch.rand(len(x), generator=g) * 90 - 135).tolist()
+    reference = []
+    for img, layer, angle in zip(x.permute(0, 2, 3, 1).numpy(), layers[:, 0], angles):
+        crop = math.ceil(side / zoom)
+        top = (side - crop) // 2
+        zoomed = ndimage.zoom(layer[top : top + crop, top : top + crop], zoom, order=1)
+        trim = (zoomed.shape[0] - side) // 2
+        layer = zoomed[trim : trim + side, trim : trim + side]
+        layer[layer < threshold] = 0
+        layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8).astype(float)
+        layer = (imagemagick_motion_blur(layer, radius, sigma, angle) / 255)[..., None]
+        grey = img @ np.array([0.299, 0.587, 0.114])[:, None] if channels == 3 else img
+        whitened = kept * img + (1 - kept) * np.maximum(img, grey * 1.5 + 0.5)
+        reference.append(np.clip(whitened + layer + np.rot90(layer, k=2), 0, 1) * 255)
+    assert_within_one(corrupt(x, "snow", severity, 5), stored(np.stack(reference)))
+
+
+# the noises, as the generator writes them with numpy's random draws
+NUMPY_NOISE = {
+    "gaussian_noise": lambda x, c, rng: np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1),
+    "shot_noise": lambda x, c, rng: np.clip(rng.poisson(x * c) / c, 0, 1),
+    "speckle_noise": lambda x, c, rng: np.clip(x + x * rng.normal(size=x.shape, scale=c), 0, 1),
+    "impulse_noise": lambda x, c, rng: np.where(rng.random(x.shape) < c, (rng.random(x.shape) < 0.5).astype(float), x),
+}
+NOISE_LEVELS = {
+    "gaussian_noise": corruptions.GAUSSIAN_NOISE,
+    "shot_noise": corruptions.SHOT_NOISE,
+    "speckle_noise": corruptions.SPECKLE_NOISE,
+    "impulse_noise": corruptions.IMPULSE_NOISE,
+}
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+@pytest.mark.parametrize("noise", sorted(NUMPY_NOISE))
+def test_noises_are_distributed_as_numpys(noise, severity):
+    """On flat images at three levels, the stored values of ours and numpy's are one distribution (KS test, and
+    Welch's test on their means, which sees a shift KS misses), and another severity's are not (the test can
+    tell them apart)."""
+    c = NOISE_LEVELS[noise][severity - 1]
+    rng = np.random.default_rng(severity)
+    for level in (0.1, 0.5, 0.9):
+        x = torch.full((16, 3, 32, 32), level)
+        ours = as_uint8(corrupt(x, noise, severity, severity)).ravel()
+        theirs = stored(NUMPY_NOISE[noise](x.numpy().transpose(0, 2, 3, 1), c, rng) * 255).ravel()
+        assert stats.ks_2samp(ours, theirs).pvalue > 1e-3, (level, ours.mean(), theirs.mean())
+        assert stats.ttest_ind(ours, theirs, equal_var=False).pvalue > 1e-3, (level, ours.mean(), theirs.mean())
+        other = NOISE_LEVELS[noise][4 if severity <= 3 else 0]
+        elsewhere = stored(NUMPY_NOISE[noise](x.numpy().transpose(0, 2, 3, 1), other, rng) * 255).ravel()
+        assert stats.ks_2samp(ours, elsewhere).pvalue < 1e-3
+
+
+@pytest.mark.parametrize("corruption", sorted(corruptions.CORRUPTIONS))
+def test_the_same_seed_gives_the_same_images_and_values_stay_8_bit(corruption):
+    x = images(n=4)
+    first, again = corrupt(x, corruption, 3, 11), corrupt(x, corruption, 3, 11)
+    assert torch.equal(first, again) and first.shape == x.shape
+    assert torch.equal((first * 255).round() / 255, first) and first.min() >= 0 and first.max() <= 1
+    assert not torch.equal(first, x)

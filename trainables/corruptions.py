@@ -1,0 +1,272 @@
+"""Common corruptions as CIFAR-10-C makes them, as batched torch operations on the training device.
+
+Source: Hendrycks & Dietterich 2019, "Benchmarking Neural Network Robustness to Common Corruptions and
+Perturbations" (ICLR), and their generator hendrycks/robustness `ImageNet-C/create_c/make_cifar_c.py`, whose
+parameters per severity 1-5 each function below repeats. The generator works on 0..255 floats and stores with
+`np.uint8`, which truncates; `corrupt` does the same (floor(255·y)/255), so a deterministic corruption here equals
+the published files' pixels within 1/255, and a random one equals them in distribution.
+
+Every function takes images in [0, 1] of shape (N, C, H, W), C = 3 (RGB) or 1 (grey, such as the digits), the
+severity, and a torch.Generator for its random draws, and returns images in [0, 1] before that truncation. On a
+grey image a colour step takes the image itself for its grey (what RGB→grey gives for R = G = B), and frost's
+RGB texture enters as its grey (ITU-R 601 luma, as cv2's RGB2GRAY). Parameters are in pixels as the generator
+gives them for 32×32 images: on the 8×8 digits the spatial ones (blur σ, snow's streaks, frost's texture) are
+four times larger relative to the image.
+
+    corruption        what it does                                          parameter per severity 1..5
+    gaussian_noise    x + N(0, c)                                           c = .04 .06 .08 .09 .10
+    shot_noise        Poisson(x·c) / c                                      c = 500 250 100 75 50
+    impulse_noise     salt and pepper on a share c of the values            c = .01 .02 .03 .05 .07
+    speckle_noise     x + x·N(0, c)                                         c = .06 .10 .12 .16 .20
+    gaussian_blur     Gaussian blur σ = c (scipy's: edge-replicated, 4σ)    c = .4 .6 .7 .8 1
+    brightness        HSV value + c                                         c = .05 .10 .15 .20 .30
+    contrast          (x − channel mean)·c + mean                           c = .75 .50 .40 .30 .15
+    jpeg_compression  JPEG at quality c (libjpeg through torchvision.io)    c = 80 65 58 50 40
+    fog               x + c0·plasma fractal (wibble decay c1), rescaled     (.2,3) (.5,3) (.75,2.5) (1,2) (1.5,1.75)
+    frost             c0·x + c1·a random crop of a frost texture            (1,.2) (1,.3) (.9,.4) (.85,.4) (.75,.45)
+    snow              a motion-blurred snow layer over a whitened image     seven numbers each (SNOW)
+
+Not here: glass_blur (per-pixel swaps in sequence, each reading the last), motion_blur and zoom_blur, defocus_blur,
+elastic_transform, pixelate, spatter and saturate, the other ten of CIFAR-10-C's nineteen; `load_cifar_c` reads
+them from the published files."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_jpeg, decode_png, encode_jpeg, read_file
+
+FROST_DIR = Path(__file__).parent / "assets" / "frost"
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as cv2's COLOR_RGB2GRAY
+
+GAUSSIAN_NOISE = (0.04, 0.06, 0.08, 0.09, 0.10)
+SHOT_NOISE = (500, 250, 100, 75, 50)
+IMPULSE_NOISE = (0.01, 0.02, 0.03, 0.05, 0.07)
+SPECKLE_NOISE = (0.06, 0.1, 0.12, 0.16, 0.2)
+GAUSSIAN_BLUR = (0.4, 0.6, 0.7, 0.8, 1.0)
+BRIGHTNESS = (0.05, 0.1, 0.15, 0.2, 0.3)
+CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)
+JPEG_QUALITY = (80, 65, 58, 50, 40)
+FOG = ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75))
+FROST = ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
+# snow layer mean and std, zoom, threshold, motion blur radius and sigma, share of the image kept
+SNOW = (
+    (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+    (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+    (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+    (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+    (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+)
+
+
+def gaussian_noise(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(x.shape, generator=generator, device=x.device) * GAUSSIAN_NOISE[severity - 1]
+    return (x + noise).clamp(0, 1)
+
+
+def shot_noise(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    c = SHOT_NOISE[severity - 1]
+    return (torch.poisson(x * c, generator=generator) / c).clamp(0, 1)
+
+
+def impulse_noise(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """scikit-image's `random_noise(mode='s&p', amount=c)` as it reads since 0.16: each value flips with
+    probability c, to 1 or to 0 with even odds. (Older releases, perhaps the published files', set exactly
+    ceil(c·size/2) values to each, drawn with replacement and never in the last row, column or channel.)"""
+    flipped = torch.rand(x.shape, generator=generator, device=x.device) < IMPULSE_NOISE[severity - 1]
+    salted = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
+    return torch.where(flipped, salted.to(x.dtype), x)
+
+
+def speckle_noise(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(x.shape, generator=generator, device=x.device) * SPECKLE_NOISE[severity - 1]
+    return (x + x * noise).clamp(0, 1)
+
+
+def gaussian_blur(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """scikit-image's `gaussian(sigma=c, multichannel=True)`, which is scipy.ndimage's `gaussian_filter` per
+    channel: a normalised kernel of radius int(4σ + 0.5), edges replicated."""
+    sigma = GAUSSIAN_BLUR[severity - 1]
+    radius = int(4 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    channels = x.shape[1]
+    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels).clamp(0, 1)
+
+
+def brightness(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """HSV value + c (clipped to 1), hue and saturation kept: that is the colour scaled by V'/V, since every RGB
+    channel is V times a function of H and S alone; black (V = 0, saturation 0) becomes grey V'."""
+    value = x.amax(dim=1, keepdim=True)
+    brighter = (value + BRIGHTNESS[severity - 1]).clamp(max=1)
+    return torch.where(value > 0, x * brighter / value.clamp_min(1e-12), brighter).clamp(0, 1)
+
+
+def contrast(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return ((x - means) * CONTRAST[severity - 1] + means).clamp(0, 1)
+
+
+def jpeg_compression(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """JPEG at the generator's quality through libjpeg (torchvision.io), as PIL's `save(format='JPEG')` encodes
+    (baseline, 4:2:0 chroma subsampling, integer DCT), on the CPU: a GPU codec (nvJPEG) rounds differently."""
+    pixels = (x * 255).round().to(torch.uint8).cpu()
+    coded = encode_jpeg(list(pixels), quality=JPEG_QUALITY[severity - 1])
+    return torch.stack(decode_jpeg(coded)).to(x.device, x.dtype) / 255
+
+
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W): ITU-R 601 luma of RGB images, a grey image itself."""
+    if x.shape[1] == 1:
+        return x
+    return sum(w * x[:, i : i + 1] for i, w in enumerate(LUMA))
+
+
+def plasma_fractal(n: int, size: int, decay: float, generator: torch.Generator, device) -> torch.Tensor:
+    """(n, size, size) heightmaps in [0, 1] by the diamond-square algorithm of the generator's `plasma_fractal`
+    (size a power of two), each point's noise wibble·U(−wibble, wibble) with wibble from 100, divided by `decay`
+    at each level; the uniform draws come in the generator's order (squares, then the two diamond sets)."""
+    maps = torch.zeros(n, size, size, dtype=torch.float64, device=device)
+    step, wibble = size, 100.0
+
+    def wibbled_mean(total: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand(total.shape, generator=generator, dtype=torch.float64, device=device)
+        return total / 4 + wibble * (noise * 2 * wibble - wibble)
+
+    while step >= 2:
+        half = step // 2
+        corners = maps[:, 0:size:step, 0:size:step]
+        squares = corners + corners.roll(-1, dims=1)
+        squares = squares + squares.roll(-1, dims=2)
+        maps[:, half:size:step, half:size:step] = wibbled_mean(squares)
+        centres = maps[:, half:size:step, half:size:step]
+        corners = maps[:, 0:size:step, 0:size:step]
+        across = centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
+        maps[:, 0:size:step, half:size:step] = wibbled_mean(across)
+        down = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
+        maps[:, half:size:step, 0:size:step] = wibbled_mean(down)
+        step //= 2
+        wibble /= decay
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    maps = maps - low
+    return maps / maps.amax(dim=(1, 2), keepdim=True)
+
+
+def fog(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """x + c0·plasma, rescaled by max/(max + c0) with each image's own maximum; the fractal is 32×32 as the
+    generator's (the next power of two for a larger image), cropped to the image."""
+    c0, decay = FOG[severity - 1]
+    n, _, h, w = x.shape
+    size = max(32, 1 << (max(h, w) - 1).bit_length())
+    plasma = plasma_fractal(n, size, decay, generator, x.device)[:, None, :h, :w].to(x.dtype)
+    top = x.amax(dim=(1, 2, 3), keepdim=True)
+    return ((x + c0 * plasma) * top / (top + c0)).clamp(0, 1)
+
+
+@cache
+def frost_textures() -> tuple[torch.Tensor, ...]:
+    """The generator's frost1-5 images, read as it reads them (cv2, alpha dropped) and resized ×0.2 (cv2's
+    bilinear), as uint8 RGB (3, H, W); assets/frost/README.md says where they come from. (frost6 is never drawn:
+    the generator picks `np.random.randint(5)`.)"""
+    return tuple(decode_png(read_file(str(FROST_DIR / f"frost{i}.png"))) for i in range(1, 6))
+
+
+def frost(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """c0·x + c1·frost, the frost a random crop of the image's size from one of five textures drawn at random."""
+    c0, c1 = FROST[severity - 1]
+    n, channels, h, w = x.shape
+    textures = frost_textures()
+    draw = generator.device
+    picks = torch.randint(len(textures), (n,), generator=generator, device=draw).tolist()
+    crops = []
+    for pick in picks:
+        texture = textures[pick]
+        top = int(torch.randint(texture.shape[1] - h, (1,), generator=generator, device=draw))
+        left = int(torch.randint(texture.shape[2] - w, (1,), generator=generator, device=draw))
+        crops.append(texture[:, top : top + h, left : left + w])
+    layer = torch.stack(crops).to(x.device, x.dtype) / 255
+    layer = grey(layer) if channels == 1 else layer
+    return (c0 * x + c1 * layer).clamp(0, 1)
+
+
+def clipped_zoom(layer: torch.Tensor, zoom: float) -> torch.Tensor:
+    """The generator's `clipped_zoom`: the centre ceil(h/zoom) square, zoomed by scipy.ndimage.zoom (order 1,
+    whose grid puts the corners on the corners) to round(side·zoom), the centre h×h of that."""
+    h = layer.shape[-2]
+    side = math.ceil(h / zoom)
+    top = (h - side) // 2
+    zoomed = F.interpolate(
+        layer[..., top : top + side, top : top + side], size=round(side * zoom), mode="bilinear", align_corners=True
+    )
+    trim = (zoomed.shape[-1] - h) // 2
+    return zoomed[..., trim : trim + h, trim : trim + h]
+
+
+def motion_blur(layer: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's MotionBlurImage (magick/effect.c) on 8-bit grey images (N, 1, H, W) in 0..255, one angle
+    (degrees) per image: a one-sided Gaussian of 2·ceil(radius) + 1 taps, tap i taken i pixels along the angle
+    (rounded as ImageMagick rounds), edges replicated, the sum rounded to 8 bits."""
+    width = 2 * math.ceil(radius) + 1
+    taps = torch.arange(width, dtype=torch.float64, device=layer.device)
+    weights = torch.exp(-(taps**2) / (2 * sigma**2))
+    weights = (weights / weights.sum()).to(layer.dtype)
+    radians = torch.deg2rad(angles.to(torch.float64))[:, None]
+    # x follows the cosine and y the sine: ImageMagick's offset[i].x uses point.y = width·cos(angle)
+    dx = torch.ceil(taps * torch.cos(radians) - 0.5).long()
+    dy = torch.ceil(taps * torch.sin(radians) - 0.5).long()
+    n, _, h, w = layer.shape
+    ys = (torch.arange(h, device=layer.device)[None, :, None, None] + dy[:, None, None, :]).clamp(0, h - 1)
+    xs = (torch.arange(w, device=layer.device)[None, None, :, None] + dx[:, None, None, :]).clamp(0, w - 1)
+    batch = torch.arange(n, device=layer.device)[:, None, None, None]
+    picked = layer[:, 0][batch, ys, xs]  # (N, H, W, taps)
+    return (picked * weights).sum(-1).round()[:, None]
+
+
+def snow(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """A snow layer N(c0, c1) zoomed by c2, thresholded at c3, stored as 8-bit grey and motion-blurred (radius c4,
+    sigma c5, an angle drawn from U(−135°, −45°)); the image kept at c6 and whitened by the rest
+    (max(x, 1.5·grey + 0.5)); the layer added twice, once turned by 180°."""
+    mean, std, zoom, threshold, radius, sigma, kept = SNOW[severity - 1]
+    n, _, h, w = x.shape
+    layer = torch.randn((n, 1, h, w), generator=generator, device=x.device, dtype=x.dtype) * std + mean
+    layer = clipped_zoom(layer, zoom)
+    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
+    layer = (layer.clamp(0, 1) * 255).floor()  # to 8 bits, as the generator's astype(np.uint8)
+    angles = torch.rand(n, generator=generator, device=x.device) * 90 - 135
+    layer = motion_blur(layer, radius, sigma, angles) / 255
+    whitened = kept * x + (1 - kept) * torch.maximum(x, grey(x) * 1.5 + 0.5)
+    return (whitened + layer + layer.flip(2, 3)).clamp(0, 1)
+
+
+CORRUPTIONS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]] = {
+    f.__name__: f
+    for f in (
+        gaussian_noise,
+        shot_noise,
+        impulse_noise,
+        speckle_noise,
+        gaussian_blur,
+        brightness,
+        contrast,
+        jpeg_compression,
+        fog,
+        frost,
+        snow,
+    )
+}
+
+
+def corrupt(x: torch.Tensor, corruption: str, severity: int, seed: int) -> torch.Tensor:
+    """`x` corrupted as the generator stores it (8 bits, truncated), its random draws from a generator seeded
+    with `seed` on x's device: the same images and seed give the same corrupted images."""
+    generator = torch.Generator(device=x.device)
+    generator.manual_seed(seed)
+    return (CORRUPTIONS[corruption](x, severity, generator) * 255).floor() / 255
