@@ -48,7 +48,13 @@ def check_results_dir(places: settings.Settings) -> None:
 def check_data(spec, address: str | None) -> None:
     """On this machine, a data set that is missing is a usage error now, not a failure of every trial later.
     (On a cluster the data lives on the workers, which say so themselves.)"""
-    if spec.dataset == "digits" or spec.download or address or os.environ.get("RAY_ADDRESS"):
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    if spec.corruption_dir and not Path(settings.data_dir(spec.corruption_dir)).is_dir():
+        raise UsageError(
+            f"corruption_dir={show(spec.corruption_dir)}: no such folder {settings.data_dir(spec.corruption_dir)}"
+        )
+    if spec.dataset == "digits" or spec.download:
         return
     folder = Path(settings.data_dir(spec.data_dir))
     if not folder.is_dir():

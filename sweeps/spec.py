@@ -11,7 +11,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from trainables.config import TrainConfig
 from trainables.usage import UsageError, describe_validation_error
-from trainables.vocabulary import CLEAN_ACC, METHOD_PARAMS, Dataset, Method, Model, parse_attack, reported_metrics
+from trainables.vocabulary import (
+    CLEAN_ACC,
+    METHOD_PARAMS,
+    Dataset,
+    Method,
+    Model,
+    parse_attack,
+    parse_evaluation,
+    reported_metrics,
+)
 
 SPEC_DIR = Path(__file__).parent
 Scalar = bool | int | float | str
@@ -199,7 +208,16 @@ class SweepSpec(BaseModel):
         description="the attack behind the default robust objective, evaluated alone on validation images after "
         "every epoch, and on test images after the last",
     )
-    final_attacks: list[str] = Field([], description="attacks evaluated after the last epoch only, on the test images")
+    final_attacks: list[str] = Field(
+        [],
+        description="attacks and corruptions (corrupt_<corruption>_<severity>) evaluated after the last epoch, on the "
+        "test images; one an objective names is also evaluated after every epoch, on the validation images",
+    )
+    corruption_dir: str | None = Field(
+        None,
+        description="a CIFAR-10-C or CIFAR-100-C folder: test-image corruptions come from its files (relative to "
+        "SAMAT_DATA_ROOT where set, else the driver's folder); validation corruptions are always made on the fly",
+    )
     eval_n: int = Field(
         1000, ge=1, description="robust accuracy is measured on the first N validation (and test) images"
     )
@@ -284,7 +302,7 @@ class SweepSpec(BaseModel):
     @field_validator("final_attacks")
     @classmethod
     def canonical_attacks(cls, names):
-        return [parse_attack(name).name for name in names]
+        return [parse_evaluation(name).name for name in names]
 
     @model_validator(mode="after")
     def check_objectives(self):
@@ -384,11 +402,12 @@ class SweepSpec(BaseModel):
             "data_dir": self.data_dir,
             "download": self.download,
             "image_size": self.image_size,
+            "corruption_dir": self.corruption_dir,
             # per epoch, on validation images: the objective attack and any final attack an objective names
             "epoch_attacks": [
                 a
                 for a in dict.fromkeys([self.objective_attack, *self.final_attacks])
-                if a == self.objective_attack or parse_attack(a).metric in self.directions
+                if a == self.objective_attack or parse_evaluation(a).metric in self.directions
             ],
             # after the last epoch, on test images: all of them
             "eval_attacks": [self.objective_attack, *self.final_attacks],

@@ -14,7 +14,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from trainables.config import TrainConfig
-from trainables.settings import data_dir
 from trainables.usage import UsageError, describe_validation_error, flag, show, terminal_console
 
 
@@ -47,7 +46,7 @@ def train(args: argparse.Namespace) -> int:
     from trainables.run import Run, fit, resolve_device  # noqa: PLC0415
 
     config = config_from_args(args)
-    config = config.model_copy(update={"data_dir": data_dir(config.data_dir)})  # SAMAT_DATA_ROOT, as sweeps do
+    config = config.resolved_folders()  # SAMAT_DATA_ROOT, as sweeps do
     if config.dataset != "digits" and not config.download and not Path(config.data_dir).is_dir():
         raise UsageError(
             f"--data-dir={show(config.data_dir)}: no such folder (it should hold the {config.dataset} "

@@ -7,13 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trainables.settings import data_dir
 from trainables.vocabulary import (
     DEFAULT_VAL_SPLIT,
     INPUT_PERTURBATION,
     Dataset,
     Method,
     Model,
-    parse_attack,
+    parse_evaluation,
     reported_metrics,
 )
 
@@ -28,6 +29,12 @@ class TrainConfig(BaseModel):
         "tiny-imagenet-200 (digits ships with scikit-learn)",
     )
     download: bool = Field(False, description="download CIFAR into --data-dir if missing (needs the network)")
+    corruption_dir: str | None = Field(
+        None,
+        description="a CIFAR-10-C or CIFAR-100-C folder (<corruption>.npy, labels.npy, as published): corruptions "
+        "on the test images come from its files instead of being made on the fly; relative to SAMAT_DATA_ROOT "
+        "where set",
+    )
     image_size: int | None = Field(None, ge=8, description="resize tinyimagenet to this size (the paper used 32)")
     model: Model = Field("small_cnn", description="architecture")
     depth: int = Field(28, ge=10, description="wrn depth (6n+4)")
@@ -106,9 +113,11 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="torch.compile the model (the first steps pay for compiling)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
     eval_attacks: tuple[str, ...] = Field(
-        ("pgd_linf_2of255", "pgd_linf_8of255"), description="attacks evaluated after the last epoch, comma-separated"
+        ("pgd_linf_2of255", "pgd_linf_8of255"),
+        description="attacks and corruptions (corrupt_<corruption>_<severity>) evaluated after the last epoch, "
+        "comma-separated",
     )
-    epoch_attacks: tuple[str, ...] = Field((), description="attacks also evaluated after every epoch")
+    epoch_attacks: tuple[str, ...] = Field((), description="attacks and corruptions also evaluated after every epoch")
     eval_n: int = Field(1000, ge=1, description="robust accuracy uses the first N validation (and test) images")
     epoch_eval_n: int | None = Field(
         None,
@@ -130,7 +139,7 @@ class TrainConfig(BaseModel):
     def split_names(cls, value):
         if isinstance(value, str):
             value = [name for name in value.split(",") if name.strip()]
-        return tuple(parse_attack(name).name for name in value)  # canonical names, checked
+        return tuple(parse_evaluation(name).name for name in value)  # canonical names, checked
 
     @model_validator(mode="after")
     def check_combination(self):
@@ -145,14 +154,22 @@ class TrainConfig(BaseModel):
         """Every metric a run of this config reports: per epoch on validation images, at the end on test ones."""
         return reported_metrics(self.epoch_attacks, dict.fromkeys(self.epoch_attacks + self.eval_attacks))
 
+    def resolved_folders(self) -> TrainConfig:
+        """This config with its data folders absolute (a relative one against SAMAT_DATA_ROOT, trainables.settings)."""
+        folders = {"data_dir": data_dir(self.data_dir)}
+        if self.corruption_dir:
+            folders["corruption_dir"] = data_dir(self.corruption_dir)
+        return self.model_copy(update=folders)
+
     @property
     def validation_share(self) -> float:
         return DEFAULT_VAL_SPLIT[self.dataset] if self.val_split is None else self.val_split
 
     @property
     def attack_specs(self):
-        return [parse_attack(name) for name in self.eval_attacks]
+        """The final evaluations, parsed: AttackSpecs and CorruptionSpecs."""
+        return [parse_evaluation(name) for name in self.eval_attacks]
 
     @property
     def epoch_attack_specs(self):
-        return [parse_attack(name) for name in self.epoch_attacks]
+        return [parse_evaluation(name) for name in self.epoch_attacks]

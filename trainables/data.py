@@ -301,3 +301,78 @@ def load_dataset(
     if name == "tinyimagenet":
         return load_tinyimagenet(data_dir, image_size)
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+# ---- CIFAR-10-C and CIFAR-100-C as published (Hendrycks & Dietterich 2019; zenodo records 2535967, 3555552) ----
+C_SEVERITIES = 5  # each <corruption>.npy holds the test images once per severity, 1 to 5, in blocks one after another
+
+
+@dataclass
+class CorruptionFiles:
+    """A CIFAR-10-C or CIFAR-100-C folder, read memory-mapped: per corruption an uint8 array of five blocks of
+    (H, W, C) images, one block per severity, and `labels.npy`, each block's labels those of the test images."""
+
+    folder: Path
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+
+    @property
+    def block(self) -> int:
+        return len(self.labels) // C_SEVERITIES
+
+    def images(self, corruption: str, severity: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `n` images of a severity's block (as many as it holds), in [0, 1] as (N, C, H, W)."""
+        start = (severity - 1) * self.block
+        stop = start + min(n, self.block)
+        x = torch.from_numpy(np.ascontiguousarray(self.arrays[corruption][start:stop]))
+        return x.permute(0, 3, 1, 2).float() / 255, torch.from_numpy(self.labels[start:stop].astype(np.int64))
+
+
+def read_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e})") from None
+
+
+def load_corruption_files(
+    folder: str | Path, corruptions: list[str], test_y: torch.Tensor, image_shape: tuple[int, int, int]
+) -> CorruptionFiles:
+    """Check and open the files of `corruptions` in `folder` against the test set they corrupt: labels.npy holds
+    five equal blocks, each the test set's first labels, and each <corruption>.npy that many uint8 images of the
+    test images' shape (C, H, W). A missing file, a wrong shape or type, or labels that disagree: one line naming
+    the file, before anything trains."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such corruption folder (it should hold <corruption>.npy and labels.npy)")
+    labels_path = folder / "labels.npy"
+    labels = read_npy(labels_path)
+    block = len(labels) // C_SEVERITIES
+    if labels.ndim != 1 or not block or len(labels) % C_SEVERITIES or block > len(test_y):
+        raise DataError(
+            f"{labels_path}: {labels.shape[0] if labels.ndim else 0} labels of shape {labels.shape}; expected "
+            f"{C_SEVERITIES} equal blocks of at most the {len(test_y)} test images, one per severity"
+        )
+    expected = test_y[:block].cpu().numpy()
+    for severity in range(1, C_SEVERITIES + 1):
+        given = labels[(severity - 1) * block : severity * block]
+        if not np.array_equal(given, expected):
+            first = int(np.argmax(given != expected))
+            raise DataError(
+                f"{labels_path}: severity {severity}'s labels disagree with the test set's at image {first} "
+                f"({given[first]} against {expected[first]}): a corruption folder of another data set?"
+            )
+    channels, height, width = image_shape
+    arrays = {}
+    for corruption in corruptions:
+        path = folder / f"{corruption}.npy"
+        array = read_npy(path)
+        if array.dtype != np.uint8 or array.shape != (len(labels), height, width, channels):
+            raise DataError(
+                f"{path}: {array.dtype} {tuple(array.shape)}; expected uint8 {(len(labels), height, width, channels)} "
+                f"(labels.npy's {len(labels)} images of the test images' {height}×{width}×{channels})"
+            )
+        arrays[corruption] = array
+    return CorruptionFiles(folder, arrays, labels)

@@ -4,7 +4,7 @@ named as in `trainables.vocabulary` (`pgd_linf_2of255` reports `robust_acc/pgd_l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -12,7 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trainables.step import eval_mode
-from trainables.vocabulary import CLEAN_ACC, TEST_LOSS, AttackSpec, robust_metrics
+from trainables.vocabulary import CLEAN_ACC, TEST_LOSS, AttackSpec, CorruptionSpec, robust_metrics
+
+# (corruption, n) -> the first n evaluation images under that corruption and their labels (trainables.run)
+Corrupted = Callable[[CorruptionSpec, int], tuple[torch.Tensor, torch.Tensor]]
 
 # AutoAttack's standard version as its reference code runs it (fra31/auto-attack `autoattack/autoattack.py`,
 # `version="standard"`): APGD-CE, APGD-T, FAB-T and Square in that order, each on the images still classified
@@ -162,13 +165,15 @@ def evaluate(
     x: torch.Tensor,
     y: torch.Tensor,
     num_classes: int,
-    attacks: list[AttackSpec] = (),
+    attacks: list[AttackSpec | CorruptionSpec] = (),
     n_robust: int = 1000,
     batch_size: int = 500,
     standalone: Sequence[AttackSpec] = (),
+    corrupted: Corrupted | None = None,
 ) -> dict[str, float]:
     """Clean accuracy on the whole test set; robust accuracy on its first `n_robust` images for each attack,
-    under the metric names of `trainables.vocabulary.robust_metrics`.
+    under the metric names of `trainables.vocabulary.robust_metrics`; for each corruption, accuracy on those
+    images corrupted (`corrupted` provides them), and a mean's parts under their own names.
 
     Attacks of one kind, norm and step count at several radii go smallest first, and each larger radius attacks
     only the images the smaller ones left standing: an adversarial example inside the smaller ε-ball lies inside
@@ -178,6 +183,12 @@ def evaluate(
     objectives) is measured alone, on every image, so that it means the same wherever it is measured
     (`robust_acc/`); what it leaves standing still narrows the larger radii."""
     metrics = clean_accuracy(model, x, y, batch_size)
+    for corruption in (c for c in attacks if isinstance(c, CorruptionSpec)):
+        parts = {
+            p.metric: clean_accuracy(model, *corrupted(p, n_robust), batch_size)[CLEAN_ACC] for p in corruption.parts
+        }
+        metrics |= parts | {corruption.metric: sum(parts.values()) / len(parts)}
+    attacks = [a for a in attacks if isinstance(a, AttackSpec)]
     names = robust_metrics(attacks, standalone)
     standing: dict[tuple, torch.Tensor] = {}  # (kind, norm, steps) -> survivors of every radius so far
     xs, ys = x[:n_robust], y[:n_robust]

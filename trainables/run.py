@@ -7,13 +7,15 @@ import math
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from trainables.config import TrainConfig
-from trainables.data import ImageData, augment, load_dataset
+from trainables.corruptions import corrupt
+from trainables.data import ImageData, augment, load_corruption_files, load_dataset
 from trainables.evaluate import evaluate
 from trainables.models import build_model
 from trainables.step import PGD, eval_mode, make_step
@@ -25,6 +27,7 @@ from trainables.vocabulary import (
     EVAL_TIME_S,
     GUARD_ROBUST_ACC,
     INPUT_PERTURBATION,
+    CorruptionSpec,
     metric_on_test,
 )
 
@@ -146,6 +149,15 @@ class Run:
                 f"{ORDERED_TEST_CHANCE:g}): the test set is ordered, and those figures speak for these classes only",
                 stacklevel=2,
             )
+        # every corruption a final evaluation names, from the published files where given: checked now, so a bad
+        # folder stops the run before it trains
+        named = {p.corruption for c in config.attack_specs if isinstance(c, CorruptionSpec) for p in c.parts}
+        self.corruption_files = (
+            load_corruption_files(config.corruption_dir, sorted(named), data.test_y, data.test_x.shape[1:])
+            if config.corruption_dir and named
+            else None
+        )
+        self.corrupted_sets: dict[tuple[CorruptionSpec, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         # `net` holds the weights (checkpoints, optimiser); `model` runs forward passes: the same module, or its
         # torch.compile wrapper, whose state_dict keys would carry an `_orig_mod.` prefix
@@ -235,12 +247,37 @@ class Run:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
             metrics = evaluate(
-                self.model, x, y, self.data.num_classes, attacks, robust_n, standalone=cfg.epoch_attack_specs
+                self.model,
+                x,
+                y,
+                self.data.num_classes,
+                attacks,
+                robust_n,
+                standalone=cfg.epoch_attack_specs,
+                corrupted=lambda corruption, n: self.corrupted(corruption, n, on_test),
             )
         self.eval_time_s += time.perf_counter() - start  # evaluate syncs with the device: the time is real
         if on_test:
             metrics = {metric_on_test(k): v for k, v in metrics.items()}
         return metrics | {EVAL_TIME_S: self.eval_time_s}
+
+    def corrupted(self, corruption: CorruptionSpec, n: int, on_test: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `n` evaluation images under a corruption: read from the published files for the test images
+        where `corruption_dir` names them, else made once per run from the first `eval_n` images (validation or
+        test) with a seed of the corruption's own, the same for every trial, seed and resume."""
+        key = (corruption, on_test)
+        if key not in self.corrupted_sets:
+            n_all = self.config.eval_n
+            if on_test and self.corruption_files:
+                x, y = self.corruption_files.images(corruption.corruption, corruption.severity, n_all)
+            else:
+                x, y = (self.data.test_x, self.data.test_y) if on_test else self.data.selection
+                x, y = x[:n_all], y[:n_all]
+                seed = zlib.crc32(f"{corruption.name} on {'test' if on_test else 'validation'}".encode())
+                x = corrupt(x, corruption.corruption, corruption.severity, seed)
+            self.corrupted_sets[key] = (x.to(self.device), y.to(self.device))
+        x, y = self.corrupted_sets[key]
+        return x[:n], y[:n]
 
     def test(self) -> dict[str, float]:
         """The test images, once after the last epoch, with every attack (epoch and final ones)."""

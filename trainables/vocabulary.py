@@ -21,6 +21,11 @@ with KIND in fgsm, pgd, apgd, autoattack, fab, square; STEPS only for pgd (defau
 100: `apgd20_linf_8of255` is a cheaper per-epoch option) and square (queries, default 5000); NORM linf | l2;
 EPS `8of255` or a plain number such as `0.1`. `autoattack_*` is the reference standard AutoAttack (see
 trainables.evaluate). CW (c = 1, unbounded ℓ2) is `cw[STEPS]`.
+
+A common corruption goes wherever an attack name goes: `corrupt_<corruption>_<severity>` (`corrupt_fog_3`, severity
+1-5, as CIFAR-10-C makes them: trainables.corruptions) reports `corruption_acc/<corruption>_<severity>`, accuracy
+on the corrupted images; `corrupt_paper9_<severity>` reports the mean over the paper's nine corruptions as
+`corruption_acc/paper9_<severity>`, and each of the nine under its own name.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ ROBUST_PREFIX = "robust_acc/"  # accuracy under one attack at its own radius
 # was evaluated with it: the worst case over those radii (see `robust_metrics`)
 ROBUST_UPTO_PREFIX = "robust_acc_upto/"
 
+CORRUPTION_PREFIX = "corruption_acc/"  # accuracy on images under one common corruption at one severity
+
 TEST_PREFIX = "test/"  # the test set's metrics, evaluated once after the last epoch (the others: validation)
 
 
@@ -99,16 +106,19 @@ def robust_metrics(attacks, standalone=()) -> dict[AttackSpec, str]:
     return {a: metrics[a] for a in attacks}
 
 
-def reported_metrics(epoch_attacks, test_attacks=()) -> list[str]:
-    """Every metric a run reports: the base ones and robust accuracy per epoch attack (on the validation images,
-    each measured alone), then clean accuracy, loss and robust accuracy per final attack on the test images,
-    where the epoch attacks are measured alone and the others may cascade (`robust_metrics`)."""
-    epoch = [parse_attack(a) for a in epoch_attacks]
-    test = robust_metrics(list({parse_attack(a): None for a in test_attacks}), standalone=epoch)
+def reported_metrics(epoch_evaluations, test_evaluations=()) -> list[str]:
+    """Every metric a run reports: the base ones and, per epoch evaluation (an attack or a corruption, on the
+    validation images, each measured alone), its metrics; then clean accuracy, loss and each final evaluation's
+    metrics on the test images, where the epoch attacks are measured alone and the others may cascade
+    (`robust_metrics`)."""
+    epoch = [parse_evaluation(a) for a in epoch_evaluations]
+    test = list({parse_evaluation(a): None for a in test_evaluations})
+    robust = robust_metrics([a for a in test if isinstance(a, AttackSpec)], standalone=epoch)
+    test_metrics = [m for e in test for m in ([robust[e]] if isinstance(e, AttackSpec) else e.metrics)]
     return [
         *BASE_METRICS,
-        *(a.metric for a in epoch),
-        *(metric_on_test(m) for m in (CLEAN_ACC, TEST_LOSS, *test.values())),
+        *(m for e in epoch for m in e.metrics),
+        *(metric_on_test(m) for m in (CLEAN_ACC, TEST_LOSS, *test_metrics)),
     ]
 
 
@@ -141,6 +151,10 @@ class AttackSpec:
     def metric(self) -> str:
         return robust_metric(self.name)
 
+    @property
+    def metrics(self) -> list[str]:
+        return [self.metric]
+
 
 def parse_attack(name: str) -> AttackSpec:
     """`pgd_linf_2of255` -> AttackSpec('pgd', 'linf', 2/255, 10); raises ValueError saying what is allowed."""
@@ -168,3 +182,64 @@ def parse_attack(name: str) -> AttackSpec:
     if kind in DEFAULT_STEPS and steps < 1:
         raise ValueError(f"attack {name!r}: steps must be >= 1")
     return AttackSpec(kind, m["norm"], eps, steps, per_255=bool(m["of255"]))
+
+
+# ---- corruption names ------------------------------------------------------------------------------------------
+# the nine the paper evaluates (its `corruption.py`, CIFAR-10-C at severity 3), then the others samat makes
+PAPER_CORRUPTIONS = (
+    "brightness",
+    "fog",
+    "frost",
+    "gaussian_blur",
+    "impulse_noise",
+    "jpeg_compression",
+    "shot_noise",
+    "snow",
+    "speckle_noise",
+)
+CORRUPTIONS = (*PAPER_CORRUPTIONS, "gaussian_noise", "contrast")
+PAPER9 = "paper9"  # the mean over PAPER_CORRUPTIONS
+SEVERITIES = (1, 2, 3, 4, 5)
+_CORRUPTION = re.compile(r"^corrupt_(?P<corruption>[a-z_]+?\d?)_(?P<severity>\d+)$")
+
+
+@dataclass(frozen=True)
+class CorruptionSpec:
+    corruption: str  # one of CORRUPTIONS, or PAPER9
+    severity: int
+
+    @property
+    def name(self) -> str:
+        return f"corrupt_{self.corruption}_{self.severity}"
+
+    @property
+    def metric(self) -> str:
+        return f"{CORRUPTION_PREFIX}{self.corruption}_{self.severity}"
+
+    @property
+    def parts(self) -> tuple[CorruptionSpec, ...]:
+        """The single corruptions it averages: the paper's nine for PAPER9, else itself."""
+        if self.corruption == PAPER9:
+            return tuple(CorruptionSpec(c, self.severity) for c in PAPER_CORRUPTIONS)
+        return (self,)
+
+    @property
+    def metrics(self) -> list[str]:
+        """What it reports: its own metric, and each part's where it averages several."""
+        return [self.metric, *(p.metric for p in self.parts if p != self)]
+
+
+def parse_corruption(name: str) -> CorruptionSpec:
+    """`corrupt_fog_3` -> CorruptionSpec('fog', 3); raises ValueError saying what is allowed."""
+    m = _CORRUPTION.match(name.strip().lower())
+    if not m or m["corruption"] not in (*CORRUPTIONS, PAPER9) or int(m["severity"]) not in SEVERITIES:
+        raise ValueError(
+            f"unknown corruption {name!r}: expected corrupt_<corruption>_<severity 1-5> with a corruption among "
+            f"{', '.join(CORRUPTIONS)}, or {PAPER9} (the mean of the paper's nine), such as corrupt_fog_3"
+        )
+    return CorruptionSpec(m["corruption"], int(m["severity"]))
+
+
+def parse_evaluation(name: str) -> AttackSpec | CorruptionSpec:
+    """An attack name or a corruption name (`corrupt_...`), parsed."""
+    return parse_corruption(name) if name.strip().lower().startswith("corrupt_") else parse_attack(name)
