@@ -16,6 +16,7 @@ from scipy import ndimage, stats
 
 from trainables import corruptions
 from trainables.corruptions import corrupt
+from trainables.vocabulary import PAPER_CORRUPTIONS
 
 SEVERITIES = range(1, 6)
 
@@ -245,3 +246,112 @@ def test_the_same_seed_gives_the_same_images_and_values_stay_8_bit(corruption):
     assert torch.equal(first, again) and first.shape == x.shape
     assert torch.equal((first * 255).round() / 255, first) and first.min() >= 0 and first.max() <= 1
     assert not torch.equal(first, x)
+
+
+# ---- names, and where the corrupted images come from --------------------------------------------------------
+
+
+def test_every_corruption_name_is_made_and_paper9_reports_the_mean_and_its_nine():
+    from trainables.vocabulary import CORRUPTIONS, parse_evaluation, reported_metrics
+
+    assert set(CORRUPTIONS) == set(corruptions.CORRUPTIONS) and len(PAPER_CORRUPTIONS) == 9
+    fog = parse_evaluation("corrupt_fog_3")
+    assert (fog.name, fog.metric, fog.metrics) == ("corrupt_fog_3", "corruption_acc/fog_3", ["corruption_acc/fog_3"])
+    metrics = reported_metrics(["corrupt_paper9_2"], ["corrupt_paper9_2", "pgd_linf_0.1"])
+    nine = [f"corruption_acc/{c}_2" for c in PAPER_CORRUPTIONS]
+    assert metrics[6:16] == ["corruption_acc/paper9_2", *nine]  # per epoch, on the validation images
+    assert {"test/corruption_acc/paper9_2", *(f"test/{m}" for m in nine), "test/robust_acc/pgd_linf_0.1"} <= set(
+        metrics
+    )
+    for bad in ("corrupt_fog_6", "corrupt_fog_0", "corrupt_glass_blur_3", "corrupt_fog", "corrupt_paper10_3"):
+        with pytest.raises(ValueError, match="unknown corruption"):
+            parse_evaluation(bad)
+
+
+def corruption_run(tmp_path, **fields):
+    from tests.test_data import write_cifar
+    from trainables.config import TrainConfig
+    from trainables.run import Run
+
+    write_cifar(
+        tmp_path / "data", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10
+    )
+    given = {"model": "mlp", "epochs": 1, "batch_size": 2, "val_split": 0, "eval_attacks": ("corrupt_paper9_3",)}
+    config = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), **(given | fields))
+    return Run(config)
+
+
+def write_cifar_c(folder, run, corruptions_given=None, severity_images=None):
+    """A CIFAR-10-C folder for `run`'s test set, in the published layout: black images, except severity 3's
+    block, which holds `severity_images` (N, H, W, C uint8)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    test_y = run.data.test_y.numpy()
+    np.save(folder / "labels.npy", np.tile(test_y.astype(np.uint8), 5))
+    n = len(test_y)
+    for name in corruptions_given or PAPER_CORRUPTIONS:
+        blocks = np.zeros((5 * n, 32, 32, 3), dtype=np.uint8)
+        if severity_images is not None:
+            blocks[2 * n : 3 * n] = severity_images
+        np.save(folder / f"{name}.npy", blocks)
+
+
+def test_test_corruptions_come_from_the_published_files_and_validation_ones_are_made_the_same_for_every_run(tmp_path):
+    from trainables.corruptions import corrupt as make
+    from trainables.evaluate import clean_accuracy
+
+    run = corruption_run(tmp_path)
+    test_pixels = (run.data.test_x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    flipped = test_pixels[:, :, ::-1].copy()  # severity 3's block: the test images mirrored
+    write_cifar_c(tmp_path / "CIFAR-10-C", run, severity_images=flipped)
+    from_files = corruption_run(tmp_path / "again", corruption_dir=str(tmp_path / "CIFAR-10-C"))
+    x, y = from_files.corrupted(parse_corruption("corrupt_fog_3"), 1000, on_test=True)
+    assert torch.equal(x, torch.from_numpy(flipped).permute(0, 3, 1, 2).float() / 255)
+    metrics = from_files.test()
+    expected = clean_accuracy(from_files.model, x, y)["clean_acc"]
+    assert metrics["test/corruption_acc/fog_3"] == expected and metrics["test/corruption_acc/paper9_3"] == expected
+    # without the files, test corruptions are made on the fly; validation ones always are, from a seed of their
+    # own: the same for another seed of the trial
+    made, _ = run.corrupted(parse_corruption("corrupt_fog_3"), 1000, on_test=True)
+    assert not torch.equal(made, x)
+    seed_1 = corruption_run(tmp_path / "seed", seed=1, val_split=0.5)
+    seed_2 = corruption_run(tmp_path / "seed2", seed=2, val_split=0.5)
+    for corruption in ("corrupt_snow_3", "corrupt_shot_noise_5"):
+        first, _ = seed_1.corrupted(parse_corruption(corruption), 1000, on_test=False)
+        assert torch.equal(first, seed_2.corrupted(parse_corruption(corruption), 1000, on_test=False)[0])
+        assert not torch.equal(
+            first, make(seed_1.data.selection[0], corruption.split("_", 1)[1].rsplit("_", 1)[0], 3, 0)
+        )
+
+
+def parse_corruption(name):
+    from trainables.vocabulary import parse_corruption as parse
+
+    return parse(name)
+
+
+@pytest.mark.parametrize(
+    "damage,names",
+    [
+        (lambda folder: (folder / "snow.npy").unlink(), "snow.npy: no such file"),
+        (lambda folder: np.save(folder / "fog.npy", np.zeros((15, 32, 32), np.uint8)), "fog.npy: uint8 (15, 32, 32)"),
+        (lambda folder: np.save(folder / "fog.npy", np.zeros((15, 32, 32, 3), np.float32)), "fog.npy: float32"),
+        (lambda folder: (folder / "frost.npy").write_text("not an array"), "frost.npy: not a readable .npy"),
+        (lambda folder: np.save(folder / "labels.npy", (np.arange(15) + 1) % 10), "labels.npy: severity 1's labels"),
+        (lambda folder: np.save(folder / "labels.npy", np.zeros(7, np.uint8)), "labels.npy: 7 labels"),
+        (lambda folder: [p.unlink() for p in folder.iterdir()] and folder.rmdir(), "no such corruption folder"),
+    ],
+)
+def test_a_bad_corruption_folder_is_one_line_naming_the_file_and_nothing_trains(tmp_path, capsys, damage, names):
+    from sweeps.cli import main
+
+    run = corruption_run(tmp_path)
+    folder = tmp_path / "CIFAR-10-C"
+    write_cifar_c(folder, run)
+    damage(folder)
+    checkpoint = tmp_path / "ck.pt"
+    argv = ["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model", "mlp", "--epochs", "1"]
+    argv += ["--eval-attacks", "corrupt_paper9_3", "--corruption-dir", str(folder), "--save", str(checkpoint)]
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and names in err[0], err
+    assert not checkpoint.exists()

@@ -68,7 +68,9 @@ def train(args: argparse.Namespace) -> int:
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
     )
-    with Progress(*columns, console=console) as progress:
+    # transient: the bar shows a run's progress while it trains; its result is the table below, and a run that
+    # stops on bad input (a data file found wanting once loaded, say) leaves its one error line alone
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(f"{config.method} {config.model} on {config.dataset}", total=None, status="")
 
         def on_batch(run: Run, i: int) -> None:

@@ -334,7 +334,7 @@ def read_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise DataError(f"{path}: not a readable .npy array ({e})") from None
+        raise DataError(f"{path}: not a readable .npy array ({str(e).split('.')[0]})") from None
 
 
 def load_corruption_files(
