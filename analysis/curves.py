@@ -1,6 +1,7 @@
-"""The paper's figures from a sweep: robust accuracy against attack radius (on the test images, from the
-spec's final attacks) for each front point and for the best trial of each method, and a per-method summary
-(best clean, best robust, and robust accuracy at matched clean accuracy).
+"""The paper's figures from a sweep: robust accuracy against attack radius, and accuracy under each common
+corruption against its severity 1-5 (on the test images, from the spec's final attacks and corruptions), for each
+front point and for the best trial of each method, and a per-method summary (best clean, best robust, and robust
+accuracy at matched clean accuracy).
 
 A point of a curve is either the accuracy under the attack alone at its radius (`robust_acc/`, a filled marker)
 or the worst case over that attack at every radius up to it (`robust_acc_upto/`, a hollow marker: a cascade,
@@ -15,20 +16,31 @@ from typing import NamedTuple
 
 from analysis.plots import PLOT_FORMATS, colour, written_whole
 from analysis.trials import SweepRecord, TrialRow
-from trainables.vocabulary import CLEAN_ACC, ROBUST_PREFIX, ROBUST_UPTO_PREFIX, metric_on_test, parse_attack
+from trainables.vocabulary import (
+    CLEAN_ACC,
+    CORRUPTION_PREFIX,
+    PAPER9,
+    ROBUST_PREFIX,
+    ROBUST_UPTO_PREFIX,
+    metric_on_test,
+    parse_attack,
+)
 
 WORST_CASE_NOTE = "hollow markers: the worst case over every radius up to ε (cannot rise with ε)"
 
 
 class CurvePoint(NamedTuple):
-    eps: float
+    eps: float  # the attack's radius, or the corruption's severity
     accuracy: float
     worst_case: bool  # the worst case over the attack at every radius up to eps, not the attack alone
 
 
+SEVERITY = "severity"  # the first part of a corruption curve's kind: (SEVERITY, corruption)
+
+
 def radius_curves(row: TrialRow) -> dict[tuple[str, str], list[CurvePoint]]:
-    """(attack kind, norm) -> its points from ε = 0 (clean) upward, on the test images, for every kind with 2+
-    radii."""
+    """(attack kind, norm) -> its points from ε = 0 (clean) upward, and (SEVERITY, corruption) -> its points from
+    severity 0 (clean) upward, on the test images, for every kind with 2+ radii or severities."""
     curves = defaultdict(list)
     for prefix in (ROBUST_PREFIX, ROBUST_UPTO_PREFIX):
         for key, value in row.metrics.items():
@@ -37,10 +49,23 @@ def radius_curves(row: TrialRow) -> dict[tuple[str, str], list[CurvePoint]]:
                 curves[(attack.name.split("_")[0], attack.norm)].append(
                     CurvePoint(attack.eps, value, prefix == ROBUST_UPTO_PREFIX)
                 )
+    for key, value in row.metrics.items():
+        if key.startswith(metric_on_test(CORRUPTION_PREFIX)) and value is not None:
+            corruption, severity = key.removeprefix(metric_on_test(CORRUPTION_PREFIX)).rsplit("_", 1)
+            curves[(SEVERITY, corruption)].append(CurvePoint(int(severity), value, False))
     clean = row.metrics.get(metric_on_test(CLEAN_ACC))
     return {
         k: sorted([CurvePoint(0.0, clean, False), *v]) for k, v in curves.items() if len(v) > 1 and clean is not None
     }
+
+
+def kind_order(kind: tuple[str, str]) -> tuple:
+    """Radius curves first, then the mean corruption, then each corruption."""
+    return kind[0] == SEVERITY, kind[1] != PAPER9, kind
+
+
+def axis_label(kind: tuple[str, str]) -> str:
+    return f"severity of {kind[1]} (0: clean)" if kind[0] == SEVERITY else f"ε ({kind[0].upper()} {kind[1]})"
 
 
 def robust_objective(record: SweepRecord) -> str:
@@ -89,13 +114,14 @@ def write_curves(record: SweepRecord, path: str | Path) -> Path:
     series = [(label, r, style, kind, points) for label, r, style in lines for kind, points in radius_curves(r).items()]
     if not series:
         raise ValueError(
-            f"{record.name}: no trial reports a final attack at two or more radii (add final_attacks "
-            f"such as pgd_linf_2of255, pgd_linf_4of255, pgd_linf_8of255 to the spec)"
+            f"{record.name}: no trial reports a final attack at two or more radii, nor a corruption at two or more "
+            f"severities (add final_attacks such as pgd_linf_2of255, pgd_linf_4of255, pgd_linf_8of255, or "
+            f"corrupt_paper9_1 ... corrupt_paper9_5, to the spec)"
         )
     path = Path(path)
     if path.suffix not in PLOT_FORMATS:
         raise ValueError(f"unknown plot format {path.suffix or '(none)'!r}: use .png or .html")
-    title = f"{record.name}: test accuracy against attack radius (ε = 0: clean)"
+    title = f"{record.name}: test accuracy against attack radius and corruption severity (0: clean)"
     with written_whole(path) as tmp:
         (_png if path.suffix == ".png" else _html)(series, title, tmp)
     return path
@@ -107,9 +133,13 @@ def _png(series, title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    kinds = sorted({s[3] for s in series})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.8), dpi=120, squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    kinds = sorted({s[3] for s in series}, key=kind_order)
+    columns = min(len(kinds), 4)
+    rows = -(-len(kinds) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.6 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(kinds) :]:
+        ax.set_visible(False)
+    for ax, kind in zip(axes.flat, kinds):
         for label, row, style, _, points in (s for s in series if s[3] == kind):
             line = ax.plot(
                 [p.eps for p in points],
@@ -128,7 +158,7 @@ def _png(series, title: str, path: Path) -> None:
                     facecolors="none" if worst_case else line.get_color(),
                     zorder=3,
                 )
-        ax.set_xlabel(f"ε ({kind[0].upper()} {kind[1]})")
+        ax.set_xlabel(axis_label(kind))
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
@@ -141,25 +171,35 @@ def _png(series, title: str, path: Path) -> None:
 
 def _html(series, title: str, path: Path) -> None:
     import plotly.graph_objects as go  # noqa: PLC0415
+    from plotly.subplots import make_subplots  # noqa: PLC0415
 
-    fig = go.Figure()
+    kinds = sorted({s[3] for s in series}, key=kind_order)
+    columns = min(len(kinds), 3)
+    fig = make_subplots(rows=-(-len(kinds) // columns), cols=columns, subplot_titles=[axis_label(k) for k in kinds])
     for label, row, style, kind, points in series:
+        at, at_severity = kinds.index(kind), kind[0] == SEVERITY
         fig.add_trace(
             go.Scatter(
                 x=[p.eps for p in points],
                 y=[p.accuracy for p in points],
                 mode="lines+markers",
-                name=f"{label} {row.method} {kind[0]} {kind[1]}",
+                name=f"{label} {row.method}",
                 line={"color": colour(row.method), "dash": style},
                 marker={"symbol": ["circle-open" if p.worst_case else "circle" for p in points], "size": 9},
-                text=["worst case up to this ε" if p.worst_case else "this attack alone" for p in points],
-            )
+                text=[
+                    "worst case up to this ε" if p.worst_case else "this corruption" if at_severity else "this attack"
+                    for p in points
+                ],
+                legendgroup=label,
+                showlegend=at == kinds.index(next(s[3] for s in series if s[0] == label)),
+            ),
+            row=at // columns + 1,
+            col=at % columns + 1,
         )
+    fig.update_yaxes(range=[0, 1])
     fig.update_layout(
         title=f"{title}<br><sub>{WORST_CASE_NOTE}</sub>",
-        xaxis_title="ε",
-        yaxis_title="test accuracy",
-        yaxis_range=[0, 1],
+        height=380 * (-(-len(kinds) // columns)),
         template="plotly_white",
     )
     fig.write_html(path, include_plotlyjs=True, full_html=True)

@@ -31,6 +31,7 @@ SLOWEST_FIRST = [
     "test_audit",
     "test_storage_faults",
     "test_moasha_sweep",
+    "test_corruption_sweep",
     "test_trusted_fronts",
     "test_faults",
     "test_cluster",

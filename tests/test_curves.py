@@ -57,3 +57,18 @@ def test_no_curve_without_two_radii(record, tmp_path):
     with pytest.raises(ValueError, match="two or more radii"):
         write_curves(record, tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_corruption_curves_run_from_clean_through_the_severities_and_are_plotted_beside_the_radii(record, tmp_path):
+    row = record.rows[1]
+    row.metrics |= {f"test/corruption_acc/fog_{s}": 0.9 - 0.1 * s for s in (1, 3, 2, 5, 4)}
+    row.metrics |= {f"test/corruption_acc/paper9_{s}": 0.8 - 0.1 * s for s in (1, 2, 3, 4, 5)}
+    row.metrics["test/corruption_acc/snow_3"] = 0.5  # one severity: no curve
+    curves = radius_curves(row)
+    assert set(curves) == {("pgd", "linf"), ("severity", "fog"), ("severity", "paper9")}
+    assert curves[("severity", "fog")] == [
+        (0, 0.94, False),
+        *((s, pytest.approx(0.9 - 0.1 * s), False) for s in range(1, 6)),
+    ]
+    html = write_curves(record, tmp_path / "curves.html").read_text()
+    assert "severity of paper9 (0: clean)" in html and "severity of fog (0: clean)" in html and "(PGD linf)" in html
