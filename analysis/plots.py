@@ -159,7 +159,15 @@ def _html(record, path: Path) -> None:
     titles = {f"{axis}axis_title": _label(record, m) for axis, m in zip("xyz", axes)}
     fig.update_layout(
         title=f"{record.name}: Pareto front of {' vs '.join(axes)}",
-        **({"scene": {k.replace("axis_title", "axis"): {"title": v} for k, v in titles.items()}} if three else titles),
+        **(
+            {
+                "scene": {k.replace("axis_title", "axis"): {"title": v} for k, v in titles.items()},
+                "height": 750,
+                "margin": {"l": 0, "r": 0, "b": 0, "t": 60},
+            }
+            if three
+            else titles
+        ),
         template="plotly_white",
     )
     fig.write_html(path, include_plotlyjs=True, full_html=True)  # self-contained: the MLflow UI may be offline
