@@ -205,6 +205,55 @@ def test_snow_from_the_same_draws(severity, channels, side):
     assert_within_one(corrupt(x, "snow", severity, 5), stored(np.stack(reference)))
 
 
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_motion_blur_is_imagemagicks_from_the_same_angle(severity, channels):
+    radius, sigma = corruptions.MOTION_BLUR[severity - 1]
+    x = images(n=2, channels=channels)
+    angles = (torch.rand(len(x), generator=torch.Generator().manual_seed(9)) * 90 - 45).tolist()
+    reference = [
+        np.stack([imagemagick_motion_blur(channel, radius, sigma, angle) for channel in img], axis=-1)
+        for img, angle in zip((x * 255).round().double().numpy(), angles)
+    ]
+    assert_within_one(corrupt(x, "motion_blur", severity, 9), stored(np.stack(reference)))
+
+
+def reference_clipped_zoom(img: np.ndarray, zoom_factor: float) -> np.ndarray:
+    """The generator's `clipped_zoom` of an (H, W, C) image."""
+    h = img.shape[0]
+    ch = int(np.ceil(h / zoom_factor))
+    top = (h - ch) // 2
+    img = ndimage.zoom(img[top : top + ch, top : top + ch], (zoom_factor, zoom_factor, 1), order=1)
+    trim_top = (img.shape[0] - h) // 2
+    return img[trim_top : trim_top + h, trim_top : trim_top + h]
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_zoom_blur_averages_the_generators_zooms(severity, channels):
+    factors = [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.01),
+               np.arange(1, 1.26, 0.01)][severity - 1]  # fmt: skip
+    x = images(channels=channels)
+    reference = []
+    for img in x.permute(0, 2, 3, 1).numpy():
+        out = np.zeros_like(img)
+        for factor in factors:
+            out += reference_clipped_zoom(img, factor)
+        reference.append(np.clip((img + out) / (len(factors) + 1), 0, 1) * 255)
+    assert_within_one(corrupt(x, "zoom_blur", severity, 0), stored(np.stack(reference)))
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_saturate_scales_the_hsv_saturation(severity):
+    x = images()
+    scale, shift = corruptions.SATURATE[severity - 1]
+    hsv = rgb_to_hsv(x.permute(0, 2, 3, 1).double().numpy())
+    hsv[..., 1] = np.clip(hsv[..., 1] * scale + shift, 0, 1)
+    assert_within_one(corrupt(x, "saturate", severity, 0), stored(np.clip(hsv_to_rgb(hsv), 0, 1) * 255))
+    grey = images(channels=1)
+    assert torch.equal(corrupt(grey, "saturate", severity, 0), grey)  # no colour to saturate
+
+
 # the noises, as the generator writes them with numpy's random draws
 NUMPY_NOISE = {
     "gaussian_noise": lambda x, c, rng: np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1),

@@ -25,10 +25,13 @@ four times larger relative to the image.
     fog               x + c0·plasma fractal (wibble decay c1), rescaled     (.2,3) (.5,3) (.75,2.5) (1,2) (1.5,1.75)
     frost             c0·x + c1·a random crop of a frost texture            (1,.2) (1,.3) (.9,.4) (.85,.4) (.75,.45)
     snow              a motion-blurred snow layer over a whitened image     seven numbers each (SNOW)
+    motion_blur       ImageMagick's motion blur, angle U(−45°, 45°)         (6,1) (6,1.5) (6,2) (8,2) (9,2.5): radius, σ
+    zoom_blur         mean of the image zoomed by 1, 1.01, ... up to c      c = 1.06 1.11 1.16 1.21 1.26 (exclusive)
+    saturate          HSV saturation·c0 + c1                                (.3,0) (.1,0) (1.5,0) (2,.1) (2.5,.2)
 
-Not here: glass_blur (per-pixel swaps in sequence, each reading the last), motion_blur and zoom_blur, defocus_blur,
-elastic_transform, pixelate, spatter and saturate, the other ten of CIFAR-10-C's nineteen; `load_cifar_c` reads
-them from the published files."""
+Not here, of CIFAR-10-C's nineteen: glass_blur (its pixel swaps run in sequence, each reading the last),
+defocus_blur, elastic_transform, pixelate and spatter (OpenCV's and PIL's resamplers and edge filters, not yet
+written for the device)."""
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, decode_png, encode_jpeg, read_file
@@ -52,6 +56,9 @@ GAUSSIAN_BLUR = (0.4, 0.6, 0.7, 0.8, 1.0)
 BRIGHTNESS = (0.05, 0.1, 0.15, 0.2, 0.3)
 CONTRAST = (0.75, 0.5, 0.4, 0.3, 0.15)
 JPEG_QUALITY = (80, 65, 58, 50, 40)
+MOTION_BLUR = ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))  # ImageMagick radius, sigma
+ZOOM_BLUR_ENDS = (1.06, 1.11, 1.16, 1.21, 1.26)  # zoom factors np.arange(1, end, 0.01)
+SATURATE = ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2))  # S·c0 + c1
 FOG = ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75))
 FROST = ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
 # snow layer mean and std, zoom, threshold, motion blur radius and sigma, share of the image kept
@@ -210,7 +217,7 @@ def clipped_zoom(layer: torch.Tensor, zoom: float) -> torch.Tensor:
     return zoomed[..., trim : trim + h, trim : trim + h]
 
 
-def motion_blur(layer: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+def imagemagick_motion_blur(layer: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
     """ImageMagick's MotionBlurImage (magick/effect.c) on 8-bit grey images (N, 1, H, W) in 0..255, one angle
     (degrees) per image: a one-sided Gaussian of 2·ceil(radius) + 1 taps, tap i taken i pixels along the angle
     (rounded as ImageMagick rounds), edges replicated, the sum rounded to 8 bits."""
@@ -241,9 +248,43 @@ def snow(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Te
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
     layer = (layer.clamp(0, 1) * 255).floor()  # to 8 bits, as the generator's astype(np.uint8)
     angles = torch.rand(n, generator=generator, device=x.device) * 90 - 135
-    layer = motion_blur(layer, radius, sigma, angles) / 255
+    layer = imagemagick_motion_blur(layer, radius, sigma, angles) / 255
     whitened = kept * x + (1 - kept) * torch.maximum(x, grey(x) * 1.5 + 0.5)
     return (whitened + layer + layer.flip(2, 3)).clamp(0, 1)
+
+
+def motion_blur(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:
+    """The 8-bit image motion-blurred by ImageMagick's kernel (radius, sigma) at an angle drawn from U(−45°, 45°),
+    each channel alike."""
+    radius, sigma = MOTION_BLUR[severity - 1]
+    n, channels, h, w = x.shape
+    angles = torch.rand(n, generator=generator, device=x.device) * 90 - 45
+    pixels = (x * 255).round().reshape(n * channels, 1, h, w)
+    blurred = imagemagick_motion_blur(pixels, radius, sigma, angles.repeat_interleave(channels))
+    return (blurred.reshape(n, channels, h, w) / 255).clamp(0, 1)
+
+
+def zoom_blur(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The mean of the image and its `clipped_zoom`s by each factor of np.arange(1, end, 0.01), numpy's float
+    steps included (severity 1 zooms by 1.00 to 1.06: seven factors)."""
+    factors = np.arange(1, ZOOM_BLUR_ENDS[severity - 1], 0.01)
+    zoomed = sum(clipped_zoom(x, float(factor)) for factor in factors)
+    return ((x + zoomed) / (len(factors) + 1)).clamp(0, 1)
+
+
+def saturate(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """HSV saturation S·c0 + c1 (clipped), hue and value kept: each channel's distance below the value V scales by
+    S'/S; a grey pixel (S = 0, hue 0 by convention) takes hue 0's colour, (V, V(1 − S'), V(1 − S')). A grey image
+    has no colour to saturate and is returned as it is."""
+    if x.shape[1] == 1:
+        return x
+    scale, shift = SATURATE[severity - 1]
+    value, low = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
+    saturation = torch.where(value > 0, (value - low) / value.clamp_min(1e-12), torch.zeros_like(value))
+    saturated = (saturation * scale + shift).clamp(0, 1)
+    coloured = value - saturated / saturation.clamp_min(1e-12) * (value - x)
+    hue_zero = torch.cat([value, value * (1 - saturated), value * (1 - saturated)], dim=1)
+    return torch.where(value > low, coloured, hue_zero).clamp(0, 1)
 
 
 CORRUPTIONS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]] = {
@@ -260,6 +301,9 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tens
         fog,
         frost,
         snow,
+        motion_blur,
+        zoom_blur,
+        saturate,
     )
 }
 
