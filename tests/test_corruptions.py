@@ -254,6 +254,42 @@ def test_saturate_scales_the_hsv_saturation(severity):
     assert torch.equal(corrupt(grey, "saturate", severity, 0), grey)  # no colour to saturate
 
 
+def reference_disk(radius: float, alias_blur: float) -> np.ndarray:
+    """The generator's `disk`, its cv2.GaussianBlur(ksize 3, σ) written out: OpenCV's 3-tap Gaussian
+    exp(−(i−1)²/2σ²), normalised, along both axes, edges as BORDER_REFLECT_101 (scipy's 'mirror')."""
+    grid = np.arange(-8, 9)
+    x, y = np.meshgrid(grid, grid)
+    disk = ((x**2 + y**2) <= radius**2).astype(float)
+    disk /= disk.sum()
+    taps = np.exp(-((np.arange(3) - 1) ** 2) / (2 * alias_blur**2))
+    taps /= taps.sum()
+    return ndimage.correlate1d(ndimage.correlate1d(disk, taps, axis=0, mode="mirror"), taps, axis=1, mode="mirror")
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 8)])
+def test_defocus_blur_is_opencvs_filter2d_with_the_generators_disk(severity, channels, side):
+    kernel = reference_disk(*corruptions.DEFOCUS_BLUR[severity - 1])
+    x = images(channels=channels, side=side)
+    hwc = x.permute(0, 2, 3, 1).double().numpy()  # filter2D: correlation, edges BORDER_REFLECT_101
+    reference = [np.stack([ndimage.correlate(img[..., c], kernel, mode="mirror") for c in range(channels)], -1)
+                 for img in hwc]  # fmt: skip
+    assert_within_one(corrupt(x, "defocus_blur", severity, 0), stored(np.clip(np.stack(reference), 0, 1) * 255))
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 8)])
+def test_pixelate_is_pils_box_resize_down_and_back(severity, channels, side):
+    x = images(channels=channels, side=side)
+    shrunk = int(side * corruptions.PIXELATE[severity - 1])
+    reference = []
+    for img in as_uint8(x):
+        image = Image.fromarray(img.squeeze(-1) if channels == 1 else img)
+        image = image.resize((shrunk, shrunk), Image.BOX).resize((side, side), Image.BOX)
+        reference.append(np.asarray(image).reshape(img.shape))
+    assert np.array_equal(as_uint8(corrupt(x, "pixelate", severity, 0)), np.stack(reference))  # Pillow's own bytes
+
+
 # the noises, as the generator writes them with numpy's random draws
 NUMPY_NOISE = {
     "gaussian_noise": lambda x, c, rng: np.clip(x + rng.normal(size=x.shape, scale=c), 0, 1),

@@ -29,9 +29,12 @@ four times larger relative to the image.
     zoom_blur         mean of the image zoomed by 1, 1.01, ... up to c      c = 1.06 1.11 1.16 1.21 1.26 (exclusive)
     saturate          HSV saturation·c0 + c1                                (.3,0) (.1,0) (1.5,0) (2,.1) (2.5,.2)
 
+    defocus_blur      a blurred disk of radius c0 (OpenCV's filter2D)         (.3,.4) (.4,.5) (.5,.6) (1,.2) (1.5,.1)
+    pixelate          Pillow's BOX resize to side·c and back                c = .95 .9 .85 .75 .65
+
 Not here, of CIFAR-10-C's nineteen: glass_blur (its pixel swaps run in sequence, each reading the last),
-defocus_blur, elastic_transform, pixelate and spatter (OpenCV's and PIL's resamplers and edge filters, not yet
-written for the device)."""
+elastic_transform and spatter (OpenCV's affine warp, and its edge detector, distance transform and histogram
+equalisation, not yet written for the device)."""
 
 from __future__ import annotations
 
@@ -59,6 +62,9 @@ JPEG_QUALITY = (80, 65, 58, 50, 40)
 MOTION_BLUR = ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))  # ImageMagick radius, sigma
 ZOOM_BLUR_ENDS = (1.06, 1.11, 1.16, 1.21, 1.26)  # zoom factors np.arange(1, end, 0.01)
 SATURATE = ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2))  # S·c0 + c1
+DEFOCUS_BLUR = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1))  # disk radius, its anti-aliasing σ
+PIXELATE = (0.95, 0.9, 0.85, 0.75, 0.65)  # the side it is shrunk to, as a share
+PIL_PRECISION = 22  # Pillow's fixed-point resampling coefficients (libImaging/Resample.c: 32 − 8 − 2 bits)
 FOG = ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75))
 FROST = ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
 # snow layer mean and std, zoom, threshold, motion blur radius and sigma, share of the image kept
@@ -287,6 +293,62 @@ def saturate(x: torch.Tensor, severity: int, generator: torch.Generator | None =
     return torch.where(value > low, coloured, hue_zero).clamp(0, 1)
 
 
+def defocus_kernel(radius: float, alias_blur: float) -> torch.Tensor:
+    """The generator's `disk`: a normalised disk on a 17×17 grid, blurred by OpenCV's 3×3 Gaussian (σ =
+    alias_blur, edges reflected as BORDER_REFLECT_101); cropped to the taps that are not zero."""
+    taps = torch.arange(-8, 9, dtype=torch.float64)
+    disk = ((taps[:, None] ** 2 + taps[None, :] ** 2) <= radius**2).double()
+    disk /= disk.sum()
+    gaussian = torch.exp(-((torch.arange(3, dtype=torch.float64) - 1) ** 2) / (2 * alias_blur**2))
+    gaussian /= gaussian.sum()
+    padded = F.pad(disk[None, None], (1, 1, 1, 1), mode="reflect")
+    blurred = F.conv2d(F.conv2d(padded, gaussian.view(1, 1, 1, 3)), gaussian.view(1, 1, 3, 1))[0, 0]
+    reach = int((blurred != 0).nonzero().sub(8).abs().max())
+    return blurred[8 - reach : 9 + reach, 8 - reach : 9 + reach]
+
+
+def defocus_blur(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """OpenCV's `filter2D` with the defocus kernel, per channel, edges reflected (BORDER_REFLECT_101)."""
+    kernel = defocus_kernel(*DEFOCUS_BLUR[severity - 1]).to(x.device, x.dtype)
+    reach, channels = kernel.shape[0] // 2, x.shape[1]
+    padded = F.pad(x, (reach,) * 4, mode="reflect")
+    return F.conv2d(padded, kernel.expand(channels, 1, *kernel.shape), groups=channels).clamp(0, 1)
+
+
+def box_resampling(size: int, to: int, device) -> torch.Tensor:
+    """(to, size) integer weights of Pillow's BOX resampling from `size` to `to` pixels, fixed point as Pillow
+    keeps them: output pixel i averages the input pixels whose centres fall in its box of side size/to (at least
+    one pixel)."""
+    scale = size / to
+    support = 0.5 * max(scale, 1.0)
+    weights = torch.zeros(to, size, dtype=torch.float64)
+    for i in range(to):
+        centre = (i + 0.5) * scale
+        low, high = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), size)
+        for j in range(low, high):
+            offset = (j - centre + 0.5) / max(scale, 1.0)
+            weights[i, j] = 1.0 if -0.5 < offset <= 0.5 else 0.0
+        weights[i] /= weights[i].sum()
+    return torch.floor(0.5 + weights * (1 << PIL_PRECISION)).long().to(device)
+
+
+def pil_resize_box(pixels: torch.Tensor, to: int) -> torch.Tensor:
+    """Pillow's `resize((to, to), Image.BOX)` of 8-bit images (N, C, H, W) as int64: the horizontal pass, rounded to
+    8 bits, then the vertical one, in its fixed-point arithmetic."""
+    rows = box_resampling(pixels.shape[-1], to, pixels.device)
+    columns = box_resampling(pixels.shape[-2], to, pixels.device)
+    half = 1 << (PIL_PRECISION - 1)
+    across = ((pixels @ rows.T + half) >> PIL_PRECISION).clamp(0, 255)
+    return ((columns @ across + half) >> PIL_PRECISION).clamp(0, 255)
+
+
+def pixelate(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The 8-bit image shrunk to int(side·c) pixels and back with Pillow's BOX filter."""
+    side = x.shape[-1]
+    pixels = (x * 255).round().long()
+    return pil_resize_box(pil_resize_box(pixels, int(side * PIXELATE[severity - 1])), side).to(x.dtype) / 255
+
+
 CORRUPTIONS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]] = {
     f.__name__: f
     for f in (
@@ -304,6 +366,8 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor, int, torch.Generator], torch.Tens
         motion_blur,
         zoom_blur,
         saturate,
+        defocus_blur,
+        pixelate,
     )
 }
 

@@ -197,7 +197,16 @@ PAPER_CORRUPTIONS = (
     "snow",
     "speckle_noise",
 )
-CORRUPTIONS = (*PAPER_CORRUPTIONS, "gaussian_noise", "contrast", "motion_blur", "zoom_blur", "saturate")
+CORRUPTIONS = (
+    *PAPER_CORRUPTIONS,
+    "gaussian_noise",
+    "contrast",
+    "motion_blur",
+    "zoom_blur",
+    "saturate",
+    "defocus_blur",
+    "pixelate",
+)
 PAPER9 = "paper9"  # the mean over PAPER_CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
 _CORRUPTION = re.compile(r"^corrupt_(?P<corruption>[a-z_]+?\d?)_(?P<severity>\d+)$")
