@@ -68,13 +68,16 @@ def axis_label(kind: tuple[str, str]) -> str:
     return f"severity of {kind[1]} (0: clean)" if kind[0] == SEVERITY else f"ε ({kind[0].upper()} {kind[1]})"
 
 
-def robust_objective(record: SweepRecord) -> str:
-    return next(m for m in record.directions if m.startswith(ROBUST_PREFIX))
+def robust_objective(record: SweepRecord) -> str | None:
+    """The first robust objective; None for a sweep with none (clean against corruption accuracy, say)."""
+    return next((m for m in record.directions if m.startswith(ROBUST_PREFIX)), None)
 
 
 def best_per_method(record: SweepRecord) -> dict[str, TrialRow]:
     """Each method's trial with the best robust objective (validation), among trials that finished."""
     metric, best = robust_objective(record), {}
+    if metric is None:
+        return best
     for row in record.finished:
         if row.method not in best or row.objectives[metric] > best[row.method].objectives[metric]:
             best[row.method] = row
@@ -84,6 +87,8 @@ def best_per_method(record: SweepRecord) -> dict[str, TrialRow]:
 def method_summary(record: SweepRecord) -> list[dict]:
     """Per method, on the test images: best clean accuracy, best robust accuracy (the robust objective's attack),
     and the best robust accuracy among trials at least as clean as the least clean method's best (matched)."""
+    if robust_objective(record) is None:
+        return []
     robust = metric_on_test(robust_objective(record))
     clean = metric_on_test(CLEAN_ACC)
     by_method = defaultdict(list)

@@ -28,9 +28,21 @@ from trainables.audit import Audit, audit, named
 from trainables.config import TrainConfig
 from trainables.evaluate import clean_accuracy
 from trainables.run import Run, read_checkpoint
-from trainables.vocabulary import CLEAN_ACC, ROBUST_PREFIX, AttackSpec, metric_on_test, parse_attack
+from trainables.usage import UsageError
+from trainables.vocabulary import (
+    CLEAN_ACC,
+    ROBUST_PREFIX,
+    AttackSpec,
+    metric_on_test,
+    parse_attack,
+    parse_evaluation,
+)
 
 FULL_TEST_CLEAN = f"full_test_{CLEAN_ACC}"  # audit metric: clean accuracy on every test image
+
+
+class AuditRefused(UsageError):
+    """A sweep the audit has nothing to check in."""
 
 
 @ray.remote
@@ -66,7 +78,7 @@ def audited_radii(spec) -> dict[str, tuple[float, ...]]:
     """Per norm of the robust objectives: their radii first, then the other radii of that norm among the spec's
     final attacks."""
     objectives = robust_objectives(spec)
-    finals = [parse_attack(a) for a in spec.final_attacks]
+    finals = [a for a in map(parse_evaluation, spec.final_attacks) if isinstance(a, AttackSpec)]
     return {
         norm: tuple(dict.fromkeys([a.eps for a in [*objectives, *finals] if a.norm == norm and a.eps]))
         for norm in dict.fromkeys(a.norm for a in objectives)
@@ -79,6 +91,10 @@ def audit_sweep(
     """Audit the trials of Pareto rank ≤ `ranks`, record the results, and return them by trial id.
     `on_audit(row, audit)` is called as each one arrives (for progress output)."""
     sweep = load_finished_sweep(store, name)
+    if not robust_objectives(sweep.spec):
+        raise AuditRefused(
+            f"sweep {name!r} has no robust objective (robust_acc/<attack>): the audit checks the attack behind one"
+        )
     rows = sweep.best(ranks)
     missing = [r.trial_id for r in rows if r.trial_id not in sweep.checkpoints]
     if missing:

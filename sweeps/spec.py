@@ -13,7 +13,9 @@ from trainables.config import TrainConfig
 from trainables.usage import UsageError, describe_validation_error
 from trainables.vocabulary import (
     CLEAN_ACC,
+    CORRUPTION_PREFIX,
     METHOD_PARAMS,
+    ROBUST_PREFIX,
     Dataset,
     Method,
     Model,
@@ -317,8 +319,7 @@ class SweepSpec(BaseModel):
         for objective in self.objectives:
             if objective.metric not in known:
                 raise ValueError(
-                    f"objectives: {objective.metric!r} is not a metric this sweep reports "
-                    f"(choose from {', '.join(sorted(known))})"
+                    f"objectives: {objective.metric!r} is not a metric this sweep reports{hint(objective, known)}"
                 )
         if len({o.metric for o in self.objectives}) != len(self.objectives):
             raise ValueError("objectives: the same metric is listed twice")
@@ -407,7 +408,7 @@ class SweepSpec(BaseModel):
             "epoch_attacks": [
                 a
                 for a in dict.fromkeys([self.objective_attack, *self.final_attacks])
-                if a == self.objective_attack or parse_evaluation(a).metric in self.directions
+                if a == self.objective_attack or any(m in self.directions for m in parse_evaluation(a).metrics)
             ],
             # after the last epoch, on test images: all of them
             "eval_attacks": [self.objective_attack, *self.final_attacks],
@@ -415,6 +416,21 @@ class SweepSpec(BaseModel):
             "epoch_eval_n": self.epoch_eval_n,
             "val_split": self.val_split,
         }
+
+
+def hint(objective: Objective, known: set[str]) -> str:
+    """How to have an objective a sweep does not report: the evaluation to add, else the metrics there are."""
+    metric = objective.metric
+    for prefix, name in (
+        (CORRUPTION_PREFIX, f"corrupt_{metric.removeprefix(CORRUPTION_PREFIX)}"),
+        (ROBUST_PREFIX, metric.removeprefix(ROBUST_PREFIX)),
+    ):
+        if metric.startswith(prefix):
+            try:
+                return f" (add {parse_evaluation(name).name} to final_attacks)"
+            except ValueError as e:
+                return f" ({e})"
+    return f" (choose from {', '.join(sorted(known))})"
 
 
 def spec_path(name_or_path: str) -> Path:

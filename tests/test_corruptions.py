@@ -440,3 +440,21 @@ def test_a_bad_corruption_folder_is_one_line_naming_the_file_and_nothing_trains(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and names in err[0], err
     assert not checkpoint.exists()
+
+
+def test_a_corruption_evaluated_every_epoch_is_read_from_the_files_too_and_frost_refuses_large_images(tmp_path):
+    from trainables.corruptions import CorruptionError, check_corruptions_fit
+
+    run = corruption_run(tmp_path)
+    write_cifar_c(tmp_path / "CIFAR-10-C", run, corruptions_given=["fog"])
+    epoch_only = corruption_run(
+        tmp_path / "again",
+        eval_attacks=(),
+        epoch_attacks=("corrupt_fog_3",),
+        corruption_dir=str(tmp_path / "CIFAR-10-C"),
+    )
+    assert list(epoch_only.corruption_files.arrays) == ["fog"]
+    check_corruptions_fit({"frost", "fog"}, 32)
+    check_corruptions_fit({"fog"}, 64)
+    with pytest.raises(CorruptionError, match="these images are 64 pixels"):
+        check_corruptions_fit({"frost"}, 64)

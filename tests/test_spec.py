@@ -29,6 +29,17 @@ def test_shipped_specs_load():
     assert paper.models == ["preact_resnet18"] and paper.train["epochs"] == 100 and paper.train["lr"] == 0.1
 
 
+def test_an_objective_that_is_one_part_of_a_mean_is_measured_every_epoch():
+    spec = validate_spec(
+        {
+            **GOOD,
+            "final_attacks": ["corrupt_paper9_3"],
+            "objectives": [{"metric": "clean_acc"}, {"metric": "corruption_acc/fog_3"}],
+        }
+    )
+    assert "corrupt_paper9_3" in spec.base_config()["epoch_attacks"]
+
+
 def test_defaults_give_clean_and_objective_attack():
     spec = validate_spec(GOOD)
     assert [(o.metric, o.direction) for o in spec.objectives] == [
@@ -55,7 +66,15 @@ def test_defaults_give_clean_and_objective_attack():
         ({"objectives": [{"metric": "clean_acc"}]}, "2 or 3 objectives, got 1"),
         (
             {"objectives": [{"metric": "clean_acc"}, {"metric": "robust_acc/pgd_linf_9of255"}]},
-            "'robust_acc/pgd_linf_9of255' is not a metric",
+            "'robust_acc/pgd_linf_9of255' is not a metric this sweep reports (add pgd_linf_9of255 to final_attacks)",
+        ),
+        (
+            {"objectives": [{"metric": "clean_acc"}, {"metric": "corruption_acc/paper9_3"}]},
+            "'corruption_acc/paper9_3' is not a metric this sweep reports (add corrupt_paper9_3 to final_attacks)",
+        ),
+        (
+            {"objectives": [{"metric": "clean_acc"}, {"metric": "corruption_acc/fog_9"}]},
+            "(unknown corruption 'corrupt_fog_9'",
         ),
         (
             {"objectives": [{"metric": "clean_acc", "direction": "up"}, {"metric": "test_loss"}]},

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, decode_png, encode_jpeg, read_file
 
+from trainables.usage import UsageError
+
 FROST_DIR = Path(__file__).parent / "assets" / "frost"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as cv2's COLOR_RGB2GRAY
 
@@ -190,6 +192,21 @@ def frost_textures() -> tuple[torch.Tensor, ...]:
     bilinear), as uint8 RGB (3, H, W); assets/frost/README.md says where they come from. (frost6 is never drawn:
     the generator picks `np.random.randint(5)`.)"""
     return tuple(decode_png(read_file(str(FROST_DIR / f"frost{i}.png"))) for i in range(1, 6))
+
+
+class CorruptionError(UsageError):
+    """A corruption that cannot be made for these images."""
+
+
+def check_corruptions_fit(corruptions: set[str], side: int) -> None:
+    """Refuse, before anything trains, a corruption that cannot be made at this image side: frost crops its
+    textures (the smallest 63 pixels high) to the image's side."""
+    largest = min(min(t.shape[1:]) for t in frost_textures()) - 1
+    if "frost" in corruptions and side > largest:
+        raise CorruptionError(
+            f"corrupt_frost: frost crops its textures (CIFAR-10-C's, at most {largest} pixels) to the image's side, "
+            f"and these images are {side} pixels: resize them (image_size) or leave frost out"
+        )
 
 
 def frost(x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from trainables.config import TrainConfig
-from trainables.corruptions import corrupt
+from trainables.corruptions import check_corruptions_fit, corrupt
 from trainables.data import ImageData, augment, load_corruption_files, load_dataset
 from trainables.evaluate import evaluate
 from trainables.models import build_model
@@ -151,7 +151,9 @@ class Run:
             )
         # every corruption a final evaluation names, from the published files where given: checked now, so a bad
         # folder stops the run before it trains
-        named = {p.corruption for c in config.attack_specs if isinstance(c, CorruptionSpec) for p in c.parts}
+        evaluations = [*config.epoch_attack_specs, *config.attack_specs]
+        named = {p.corruption for c in evaluations if isinstance(c, CorruptionSpec) for p in c.parts}
+        check_corruptions_fit(named, data.test_x.shape[-1])
         self.corruption_files = (
             load_corruption_files(config.corruption_dir, sorted(named), data.test_y, data.test_x.shape[1:])
             if config.corruption_dir and named
@@ -264,7 +266,8 @@ class Run:
     def corrupted(self, corruption: CorruptionSpec, n: int, on_test: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` evaluation images under a corruption: read from the published files for the test images
         where `corruption_dir` names them, else made once per run from the first `eval_n` images (validation or
-        test) with a seed of the corruption's own, the same for every trial, seed and resume."""
+        test) with a seed of the corruption's own, the same for every trial, seed and resume on one kind of device
+        (a CPU's and a GPU's random streams differ)."""
         key = (corruption, on_test)
         if key not in self.corrupted_sets:
             n_all = self.config.eval_n
@@ -282,9 +285,11 @@ class Run:
     def test(self) -> dict[str, float]:
         """The test images, once after the last epoch, with every attack (epoch and final ones)."""
         cfg = self.config
-        return self.evaluate(
+        metrics = self.evaluate(
             [*cfg.epoch_attack_specs, *(a for a in cfg.attack_specs if a not in cfg.epoch_attack_specs)], on_test=True
         )
+        self.corrupted_sets = {key: images for key, images in self.corrupted_sets.items() if not key[1]}  # done
+        return metrics
 
     # ---- checkpoints: tensors, numbers and strings only, so torch.load(weights_only=True) can read them ----
 

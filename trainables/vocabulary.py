@@ -115,11 +115,15 @@ def reported_metrics(epoch_evaluations, test_evaluations=()) -> list[str]:
     test = list({parse_evaluation(a): None for a in test_evaluations})
     robust = robust_metrics([a for a in test if isinstance(a, AttackSpec)], standalone=epoch)
     test_metrics = [m for e in test for m in ([robust[e]] if isinstance(e, AttackSpec) else e.metrics)]
-    return [
-        *BASE_METRICS,
-        *(m for e in epoch for m in e.metrics),
-        *(metric_on_test(m) for m in (CLEAN_ACC, TEST_LOSS, *test_metrics)),
-    ]
+    return list(  # a corruption named alone and as a part of paper9 is one metric
+        dict.fromkeys(
+            [
+                *BASE_METRICS,
+                *(m for e in epoch for m in e.metrics),
+                *(metric_on_test(m) for m in (CLEAN_ACC, TEST_LOSS, *test_metrics)),
+            ]
+        )
+    )
 
 
 # ---- attack names ----------------------------------------------------------------------------------------------
