@@ -8,7 +8,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from analysis.pareto import hypervolume, pareto_ranks
@@ -265,6 +265,8 @@ def resolve_reference(stated: list[float | None], directions: dict[str, str], ro
 
 
 def common_reference(a: SweepRecord, b: SweepRecord) -> list[float]:
-    """One reference point for two sweeps: a value both state, else the worst value either reached."""
+    """One reference point for two sweeps whose objectives pair up in order (their names may differ: an audited
+    front's and the search's): a value both state, else the worst value either reached."""
     stated = [x if x == y else None for x, y in zip(a.reference, b.reference)]
-    return resolve_reference(stated, a.directions, a.finished + b.finished)
+    paired = [replace(r, objectives=dict(zip(a.directions, objective_values(r, b.directions)))) for r in b.finished]
+    return resolve_reference(stated, a.directions, a.finished + paired)

@@ -11,7 +11,16 @@ import pytest
 from sweeps.space import SearchSpace, method_key, searched_params, train_config
 from sweeps.spec import available_specs, load_spec
 from tests.conftest import SAMAT
-from trainables.vocabulary import METHOD_PARAMS, METHODS, metric_on_test, parse_attack, reported_metrics, robust_metrics
+from trainables.vocabulary import (
+    METHOD_PARAMS,
+    METHODS,
+    AttackSpec,
+    CorruptionSpec,
+    metric_on_test,
+    parse_evaluation,
+    reported_metrics,
+    robust_metrics,
+)
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -108,9 +117,11 @@ def test_every_metric_a_spec_may_name_is_reported_by_its_trials(name):
         config |= trial.params
         cfg = train_config(config)
         assert set(spec.directions) <= set(cfg.metric_names) and not any(m.startswith("test/") for m in spec.directions)
-        attacks = [parse_attack(a) for a in [spec.objective_attack, *spec.final_attacks]]
+        evaluations = [parse_evaluation(a) for a in [spec.objective_attack, *spec.final_attacks]]
+        attacks = [a for a in evaluations if isinstance(a, AttackSpec)]
         tested = robust_metrics(attacks, standalone=cfg.epoch_attack_specs)  # a cascade's radii: robust_acc_upto/
-        assert {metric_on_test(m) for m in tested.values()} <= set(cfg.metric_names)
+        corrupted = [m for e in evaluations if isinstance(e, CorruptionSpec) for m in e.metrics]  # a mean's parts too
+        assert {metric_on_test(m) for m in [*tested.values(), *corrupted]} <= set(cfg.metric_names)
         assert set(cfg.metric_names) == set(reported_metrics(cfg.epoch_attacks, cfg.eval_attacks))
 
 
