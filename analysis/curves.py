@@ -65,7 +65,9 @@ def kind_order(kind: tuple[str, str]) -> tuple:
 
 
 def axis_label(kind: tuple[str, str]) -> str:
-    return f"severity of {kind[1]} (0: clean)" if kind[0] == SEVERITY else f"ε ({kind[0].upper()} {kind[1]})"
+    if kind[0] != SEVERITY:
+        return f"ε ({kind[0].upper()} {kind[1]})"
+    return f"severity, {'mean of the paper' + chr(39) + 's nine' if kind[1] == PAPER9 else kind[1]} (0: clean)"
 
 
 def robust_objective(record: SweepRecord) -> str | None:

@@ -71,4 +71,4 @@ def test_corruption_curves_run_from_clean_through_the_severities_and_are_plotted
         *((s, pytest.approx(0.9 - 0.1 * s), False) for s in range(1, 6)),
     ]
     html = write_curves(record, tmp_path / "curves.html").read_text()
-    assert "severity of paper9 (0: clean)" in html and "severity of fog (0: clean)" in html and "(PGD linf)" in html
+    assert "severity, fog (0: clean)" in html and "(PGD linf)" in html and "mean of the paper" in html
