@@ -12,7 +12,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from analysis.pareto import hypervolume, pareto_ranks
-from trainables.vocabulary import EPOCHS, metric_on_test
+from trainables.vocabulary import EPOCHS, TEST_PREFIX, metric_on_test
+
+TEST_FIGURES = (TEST_PREFIX, "audit/")  # objective names that are test figures already: the audited front's
+
+
+def is_test_figure(metric: str) -> bool:
+    return metric.startswith(TEST_FIGURES)
+
 
 LISTED_STOPPED = 20  # stopped trials are named up to this many, else counted by epoch
 Status = Literal["complete", "stopped", "running", "unfinished", "error"]
@@ -45,8 +52,11 @@ class TrialRow:
 
     @property
     def test_values(self) -> dict[str, float | None]:
-        """The objectives' metrics on the test images (reported once, after the last epoch)."""
-        return {metric_on_test(m): self.metrics.get(metric_on_test(m)) for m in self.objectives}
+        """The objectives' metrics on the test images (reported once, after the last epoch); none for objectives
+        that are test figures already (an audited front's)."""
+        return {
+            metric_on_test(m): self.metrics.get(metric_on_test(m)) for m in self.objectives if not is_test_figure(m)
+        }
 
     @property
     def rankable(self) -> bool:

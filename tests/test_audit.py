@@ -146,6 +146,10 @@ def test_the_audited_front_names_each_figure_for_what_it_is_and_keeps_a_point_wh
     assert list(searched.directions) == ["test/clean_acc", "test/robust_acc/pgd_linf_0.1", "train_time_s"]
     assert [r.objectives["test/robust_acc/pgd_linf_0.1"] for r in searched.rows] == [0.52, 0.61, 0.69]
     assert all(r.rank is None for r in rows) and rows[0].objectives["clean_acc"] == 0.9  # the search's rows untouched
+    exported = ranked["a"].export([])  # test figures already: no `test/` twin columns
+    assert {"audit/full_test_clean_acc", "audit/autoattack_linf_0.1"} <= set(exported)
+    assert not any(k.startswith(("test/audit/", "test/test/")) for k in exported)
+    assert not any(k.startswith("test/test/") for k in searched.rows[0].export([]))
 
 
 def test_the_audited_radii_are_the_robust_objectives_and_the_final_attacks_of_their_norm_not_corruptions():
