@@ -23,7 +23,9 @@ from sweeps.places import latest_name, place_sweep
 from sweeps.spec import load_spec, validate_spec
 from sweeps.storage import StorageFault, check_writable
 from trainables import settings
+from trainables.cifar_c import open_corruption_folder
 from trainables.usage import INTERRUPTED, UsageError, show, terminal_console
+from trainables.vocabulary import IMAGE_SHAPE, CorruptionSpec, parse_evaluation
 
 
 def check_results_dir(places: settings.Settings) -> None:
@@ -50,10 +52,16 @@ def check_data(spec, address: str | None) -> None:
     (On a cluster the data lives on the workers, which say so themselves.)"""
     if address or os.environ.get("RAY_ADDRESS"):
         return
-    if spec.corruption_dir and not Path(settings.data_dir(spec.corruption_dir)).is_dir():
-        raise UsageError(
-            f"corruption_dir={show(spec.corruption_dir)}: no such folder {settings.data_dir(spec.corruption_dir)}"
-        )
+    named = {
+        p.corruption
+        for e in map(parse_evaluation, spec.final_attacks)
+        if isinstance(e, CorruptionSpec)
+        for p in e.parts
+    }
+    if spec.corruption_dir and named:  # the files, as far as they can be checked without the test set's labels
+        channels, side, _ = IMAGE_SHAPE[spec.dataset]
+        side = spec.image_size or side
+        open_corruption_folder(settings.data_dir(spec.corruption_dir), sorted(named), (channels, side, side))
     if spec.dataset == "digits" or spec.download:
         return
     folder = Path(settings.data_dir(spec.data_dir))

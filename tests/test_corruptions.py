@@ -458,3 +458,27 @@ def test_a_corruption_evaluated_every_epoch_is_read_from_the_files_too_and_frost
     check_corruptions_fit({"fog"}, 64)
     with pytest.raises(CorruptionError, match="these images are 64 pixels"):
         check_corruptions_fit({"frost"}, 64)
+
+
+def test_a_sweep_refuses_a_bad_corruption_folder_in_one_line_before_it_starts(tmp_path, capsys):
+    """The driver checks the files it can without the test set (it imports no torch): the trials never start."""
+    import yaml
+
+    from sweeps.cli import main
+    from tests.conftest import tiny_spec
+
+    run = corruption_run(tmp_path)
+    folder = tmp_path / "CIFAR-10-C"
+    write_cifar_c(folder, run)
+    (folder / "snow.npy").unlink()
+    spec = tiny_spec(
+        dataset="cifar10",
+        data_dir=str(tmp_path / "data"),
+        corruption_dir=str(folder),
+        final_attacks=["corrupt_paper9_3"],
+    )
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    code = main(["sweep", str(tmp_path / "spec.yaml"), "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{folder / 'snow.npy'}: no such file" in err[0], err
+    assert not (tmp_path / "results").exists()

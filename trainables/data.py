@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from trainables.cifar_c import C_SEVERITIES, open_corruption_folder
 from trainables.usage import UsageError
 from trainables.vocabulary import DATASETS
 
@@ -303,8 +304,7 @@ def load_dataset(
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
 
 
-# ---- CIFAR-10-C and CIFAR-100-C as published (Hendrycks & Dietterich 2019; zenodo records 2535967, 3555552) ----
-C_SEVERITIES = 5  # each <corruption>.npy holds the test images once per severity, 1 to 5, in blocks one after another
+# ---- CIFAR-10-C and CIFAR-100-C as published: trainables.cifar_c checks the folder, here it meets the test set ----
 
 
 @dataclass
@@ -328,33 +328,17 @@ class CorruptionFiles:
         return x.permute(0, 3, 1, 2).float() / 255, torch.from_numpy(self.labels[start:stop].astype(np.int64))
 
 
-def read_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path}: not a readable .npy array ({str(e).split('.')[0]})") from None
-
-
 def load_corruption_files(
     folder: str | Path, corruptions: list[str], test_y: torch.Tensor, image_shape: tuple[int, int, int]
 ) -> CorruptionFiles:
-    """Check and open the files of `corruptions` in `folder` against the test set they corrupt: labels.npy holds
-    five equal blocks, each the test set's first labels, and each <corruption>.npy that many uint8 images of the
-    test images' shape (C, H, W). A missing file, a wrong shape or type, or labels that disagree: one line naming
-    the file, before anything trains."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such corruption folder (it should hold <corruption>.npy and labels.npy)")
-    labels_path = folder / "labels.npy"
-    labels = read_npy(labels_path)
+    """Open the files of `corruptions` in `folder` (checked by trainables.cifar_c against the test images' shape
+    (C, H, W)) and check them against the test set they corrupt: each block's labels are the test set's first ones.
+    Labels that disagree: one line naming the file, before anything trains."""
+    arrays, labels = open_corruption_folder(folder, corruptions, tuple(image_shape))
+    labels_path = Path(folder) / "labels.npy"
     block = len(labels) // C_SEVERITIES
-    if labels.ndim != 1 or not block or len(labels) % C_SEVERITIES or block > len(test_y):
-        raise DataError(
-            f"{labels_path}: {labels.shape[0] if labels.ndim else 0} labels of shape {labels.shape}; expected "
-            f"{C_SEVERITIES} equal blocks of at most the {len(test_y)} test images, one per severity"
-        )
+    if block > len(test_y):
+        raise DataError(f"{labels_path}: blocks of {block} labels, more than the {len(test_y)} test images")
     expected = test_y[:block].cpu().numpy()
     for severity in range(1, C_SEVERITIES + 1):
         given = labels[(severity - 1) * block : severity * block]
@@ -364,15 +348,4 @@ def load_corruption_files(
                 f"{labels_path}: severity {severity}'s labels disagree with the test set's at image {first} "
                 f"({given[first]} against {expected[first]}): a corruption folder of another data set?"
             )
-    channels, height, width = image_shape
-    arrays = {}
-    for corruption in corruptions:
-        path = folder / f"{corruption}.npy"
-        array = read_npy(path)
-        if array.dtype != np.uint8 or array.shape != (len(labels), height, width, channels):
-            raise DataError(
-                f"{path}: {array.dtype} {tuple(array.shape)}; expected uint8 {(len(labels), height, width, channels)} "
-                f"(labels.npy's {len(labels)} images of the test images' {height}×{width}×{channels})"
-            )
-        arrays[corruption] = array
-    return CorruptionFiles(folder, arrays, labels)
+    return CorruptionFiles(Path(folder), arrays, labels)

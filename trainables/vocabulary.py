@@ -40,6 +40,8 @@ Dataset = Literal["digits", "cifar10", "cifar100", "tinyimagenet"]
 # the share of the training images held out for validation, per data set (digits: 287 of 1438 images;
 # CIFAR: 5000 of 50000; Tiny ImageNet: 10000 of 100000), drawn with a fixed seed so every trial sees the same
 DEFAULT_VAL_SPLIT = {"digits": 0.2, "cifar10": 0.1, "cifar100": 0.1, "tinyimagenet": 0.1}
+# each data set's images as (channels, height, width); Tiny ImageNet's side is its `image_size` where resized
+IMAGE_SHAPE = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "tinyimagenet": (3, 64, 64)}
 METHODS: tuple[str, ...] = get_args(Method)
 MODELS: tuple[str, ...] = get_args(Model)
 DATASETS: tuple[str, ...] = get_args(Dataset)
