@@ -91,7 +91,8 @@ def audit_sweep(
     """Audit the trials of Pareto rank ≤ `ranks`, record the results, and return them by trial id.
     `on_audit(row, audit)` is called as each one arrives (for progress output)."""
     sweep = load_finished_sweep(store, name)
-    if not robust_objectives(sweep.spec):
+    robust = robust_objectives(sweep.spec)
+    if not robust:
         raise AuditRefused(
             f"sweep {name!r} has no robust objective (robust_acc/<attack>): the audit checks the attack behind one"
         )
@@ -122,7 +123,6 @@ def audit_sweep(
     for row in rows:
         result = audits[row.trial_id]
         store.record_audit(row.run_id, result.accuracies, result.verdict, result.reasons, result.pgd_unreliable_at)
-    robust = robust_objectives(sweep.spec)
     store.record_audited_front(audited_record(sweep.record, rows, audits, robust), searched_on_test(sweep.record, rows))
     return sweep, audits
 

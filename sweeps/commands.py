@@ -25,7 +25,7 @@ from sweeps.storage import StorageFault, check_writable
 from trainables import settings
 from trainables.cifar_c import open_corruption_folder
 from trainables.usage import INTERRUPTED, UsageError, show, terminal_console
-from trainables.vocabulary import IMAGE_SHAPE, CorruptionSpec, parse_evaluation
+from trainables.vocabulary import IMAGE_SHAPE, corruptions_named
 
 
 def check_results_dir(places: settings.Settings) -> None:
@@ -52,16 +52,11 @@ def check_data(spec, address: str | None) -> None:
     (On a cluster the data lives on the workers, which say so themselves.)"""
     if address or os.environ.get("RAY_ADDRESS"):
         return
-    named = {
-        p.corruption
-        for e in map(parse_evaluation, spec.final_attacks)
-        if isinstance(e, CorruptionSpec)
-        for p in e.parts
-    }
+    named = corruptions_named(spec.final_attacks)
     if spec.corruption_dir and named:  # the files, as far as they can be checked without the test set's labels
         channels, side, _ = IMAGE_SHAPE[spec.dataset]
-        side = spec.image_size or side
-        open_corruption_folder(settings.data_dir(spec.corruption_dir), sorted(named), (channels, side, side))
+        side = spec.image_size if spec.dataset == "tinyimagenet" and spec.image_size else side  # its resize alone
+        open_corruption_folder(settings.data_dir(spec.corruption_dir), named, (channels, side, side))
     if spec.dataset == "digits" or spec.download:
         return
     folder = Path(settings.data_dir(spec.data_dir))

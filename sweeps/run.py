@@ -91,10 +91,7 @@ def run_sweep(
     store = SweepStore(settings.tracking_uri(tracking_uri, place.storage_root))
     store.check_reachable()
     place.study_dir.mkdir(parents=True, exist_ok=True)
-    folders = {"data_dir": settings.data_dir(spec.data_dir)}
-    if spec.corruption_dir:
-        folders["corruption_dir"] = settings.data_dir(spec.corruption_dir)
-    spec = spec.model_copy(update=folders)
+    spec = spec.model_copy(update=settings.data_folders(spec.data_dir, spec.corruption_dir))
     parent_run_id = store.open_sweep(
         place.name, spec.model_dump(mode="json"), spec.directions, spec.hypervolume_reference, place.experiment_path
     )

@@ -16,7 +16,7 @@ from scipy import ndimage, stats
 
 from trainables import corruptions
 from trainables.corruptions import corrupt
-from trainables.vocabulary import PAPER_CORRUPTIONS
+from trainables.vocabulary import PAPER_CORRUPTIONS, parse_corruption
 
 SEVERITIES = range(1, 6)
 
@@ -115,9 +115,7 @@ def reference_plasma(size: int, decay: float, uniform) -> np.ndarray:
 def torch_draws(seed: int):
     """numpy-shaped draws taken from the torch generator `corrupt` seeds, in the order they are asked for."""
     g = torch.Generator().manual_seed(seed)
-    return g, lambda low, high, shape: (
-        torch.rand(shape, generator=g, dtype=torch.float64) * (high - low) + low
-    ).numpy()
+    return lambda low, high, shape: (torch.rand(shape, generator=g, dtype=torch.float64) * (high - low) + low).numpy()
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)
@@ -125,7 +123,7 @@ def torch_draws(seed: int):
 def test_fog_adds_the_generators_plasma_fractal_from_the_same_draws(severity, channels, side):
     c0, decay = corruptions.FOG[severity - 1]
     x = images(n=1, channels=channels, side=side)  # one image: a batch draws level by level for all its images
-    _, uniform = torch_draws(7)
+    uniform = torch_draws(7)
     reference = []
     for img in x.permute(0, 2, 3, 1).double().numpy():
         top = img.max()
@@ -381,7 +379,6 @@ def write_cifar_c(folder, run, corruptions_given=None, severity_images=None):
 
 
 def test_test_corruptions_come_from_the_published_files_and_validation_ones_are_made_the_same_for_every_run(tmp_path):
-    from trainables.corruptions import corrupt as make
     from trainables.evaluate import clean_accuracy
 
     run = corruption_run(tmp_path)
@@ -404,14 +401,8 @@ def test_test_corruptions_come_from_the_published_files_and_validation_ones_are_
         first, _ = seed_1.corrupted(parse_corruption(corruption), 1000, on_test=False)
         assert torch.equal(first, seed_2.corrupted(parse_corruption(corruption), 1000, on_test=False)[0])
         assert not torch.equal(
-            first, make(seed_1.data.selection[0], corruption.split("_", 1)[1].rsplit("_", 1)[0], 3, 0)
+            first, corrupt(seed_1.data.selection[0], corruption.split("_", 1)[1].rsplit("_", 1)[0], 3, 0)
         )
-
-
-def parse_corruption(name):
-    from trainables.vocabulary import parse_corruption as parse
-
-    return parse(name)
 
 
 @pytest.mark.parametrize(

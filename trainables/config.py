@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trainables.settings import data_dir
+from trainables.settings import data_folders
 from trainables.vocabulary import (
     DEFAULT_VAL_SPLIT,
     INPUT_PERTURBATION,
@@ -156,10 +156,7 @@ class TrainConfig(BaseModel):
 
     def resolved_folders(self) -> TrainConfig:
         """This config with its data folders absolute (a relative one against SAMAT_DATA_ROOT, trainables.settings)."""
-        folders = {"data_dir": data_dir(self.data_dir)}
-        if self.corruption_dir:
-            folders["corruption_dir"] = data_dir(self.corruption_dir)
-        return self.model_copy(update=folders)
+        return self.model_copy(update=data_folders(self.data_dir, self.corruption_dir))
 
     @property
     def validation_share(self) -> float:

@@ -198,7 +198,7 @@ class CorruptionError(UsageError):
     """A corruption that cannot be made for these images."""
 
 
-def check_corruptions_fit(corruptions: set[str], side: int) -> None:
+def check_corruptions_fit(corruptions: list[str], side: int) -> None:
     """Refuse, before anything trains, a corruption that cannot be made at this image side: frost crops its
     textures (the smallest 63 pixels high) to the image's side."""
     largest = min(min(t.shape[1:]) for t in frost_textures()) - 1

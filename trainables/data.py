@@ -312,7 +312,6 @@ class CorruptionFiles:
     """A CIFAR-10-C or CIFAR-100-C folder, read memory-mapped: per corruption an uint8 array of five blocks of
     (H, W, C) images, one block per severity, and `labels.npy`, each block's labels those of the test images."""
 
-    folder: Path
     arrays: dict[str, np.ndarray]
     labels: np.ndarray
 
@@ -348,4 +347,4 @@ def load_corruption_files(
                 f"{labels_path}: severity {severity}'s labels disagree with the test set's at image {first} "
                 f"({given[first]} against {expected[first]}): a corruption folder of another data set?"
             )
-    return CorruptionFiles(Path(folder), arrays, labels)
+    return CorruptionFiles(arrays, labels)

@@ -28,6 +28,7 @@ from trainables.vocabulary import (
     GUARD_ROBUST_ACC,
     INPUT_PERTURBATION,
     CorruptionSpec,
+    corruptions_named,
     metric_on_test,
 )
 
@@ -151,11 +152,10 @@ class Run:
             )
         # every corruption a final evaluation names, from the published files where given: checked now, so a bad
         # folder stops the run before it trains
-        evaluations = [*config.epoch_attack_specs, *config.attack_specs]
-        named = {p.corruption for c in evaluations if isinstance(c, CorruptionSpec) for p in c.parts}
+        named = corruptions_named([*config.epoch_attacks, *config.eval_attacks])
         check_corruptions_fit(named, data.test_x.shape[-1])
         self.corruption_files = (
-            load_corruption_files(config.corruption_dir, sorted(named), data.test_y, data.test_x.shape[1:])
+            load_corruption_files(config.corruption_dir, named, data.test_y, data.test_x.shape[1:])
             if config.corruption_dir and named
             else None
         )

@@ -64,6 +64,14 @@ def data_dir(given: str | Path) -> str:
     return str(Path(os.environ.get(DATA_ROOT_ENV) or Path.cwd()).expanduser().resolve() / path)
 
 
+def data_folders(data_dir_given: str | Path, corruption_dir: str | Path | None) -> dict[str, str]:
+    """A run's data folders, absolute (see data_dir): `data_dir`, and `corruption_dir` where given."""
+    folders = {"data_dir": data_dir(data_dir_given)}
+    if corruption_dir:
+        folders["corruption_dir"] = data_dir(corruption_dir)
+    return folders
+
+
 @dataclass(frozen=True)
 class Settings:
     """The places one command works with, resolved once from its flags and the environment."""

@@ -255,6 +255,12 @@ def parse_corruption(name: str) -> CorruptionSpec:
     return CorruptionSpec(m["corruption"], int(m["severity"]))
 
 
+def corruptions_named(evaluations) -> list[str]:
+    """The single corruptions that evaluation names (or parsed specs) make, a mean's parts included, sorted."""
+    parsed = [parse_evaluation(e) if isinstance(e, str) else e for e in evaluations]
+    return sorted({p.corruption for e in parsed if isinstance(e, CorruptionSpec) for p in e.parts})
+
+
 def parse_evaluation(name: str) -> AttackSpec | CorruptionSpec:
     """An attack name or a corruption name (`corrupt_...`), parsed."""
     return parse_corruption(name) if name.strip().lower().startswith("corrupt_") else parse_attack(name)
